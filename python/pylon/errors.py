@@ -1,0 +1,79 @@
+"""Every error Pylon raises on the host side derives from :class:`PylonError`.
+
+The tree::
+
+    PylonError
+    ├── PlanError            a plan file is unreadable, not JSON, or breaks the schema
+    ├── BlobError            the blob store or a blob source failed
+    │   ├── DigestMismatch   bytes whose sha256 is not the digest they claim
+    │   ├── BlobNotFound     no blob of that digest in the store and no source for it
+    │   └── FetchError       a source (file://, http(s)://) could not deliver
+    ├── TrustError           the trust policy refuses a cap's name or digest
+    ├── CapError             a cap is unknown, misbehaved or failed a call
+    ├── EngineError          wasmtime could not compile, instantiate or run something
+    └── BuildError           a build tool (zig, componentize-py, wasm-tools...) failed
+
+The CLI renders any ``PylonError`` as one clear message and a non-zero exit;
+anything else reaching it is a bug in Pylon.
+
+Errors inside the guest (a denied resolve, a trapping cap) are Python
+exceptions of the guest's own ``pylon.dynlink`` module, not these.
+"""
+
+from __future__ import annotations
+
+
+class PylonError(Exception):
+    """Root of every error Pylon raises on purpose."""
+
+
+class PlanError(PylonError):
+    """A plan is malformed. ``path`` is the JSON path of the offending value."""
+
+    def __init__(self, message: str, *, path: str | None = None, file: str | None = None):
+        self.path = path
+        self.file = file
+        where = ""
+        if file:
+            where += f"{file}: "
+        if path:
+            where += f"at {path}: "
+        super().__init__(where + message)
+
+
+class BlobError(PylonError):
+    """The blob store or a blob source failed."""
+
+
+class DigestMismatch(BlobError):
+    """Bytes do not hash to the digest they are supposed to have."""
+
+    def __init__(self, expected: str, found: str, where: str):
+        self.expected = expected
+        self.found = found
+        self.where = where
+        super().__init__(f"digest mismatch for {where}: expected {expected}, found {found}")
+
+
+class BlobNotFound(BlobError):
+    """No blob of that digest is stored and none could be fetched."""
+
+
+class FetchError(BlobError):
+    """A blob source could not deliver the bytes."""
+
+
+class TrustError(PylonError):
+    """The trust policy refuses a cap."""
+
+
+class CapError(PylonError):
+    """A cap is unknown, misbehaved, or a call to it failed."""
+
+
+class EngineError(PylonError):
+    """The engine could not compile, instantiate or run a module."""
+
+
+class BuildError(PylonError):
+    """A build step failed; the message carries the tool's own output."""
