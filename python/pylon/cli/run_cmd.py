@@ -1,0 +1,67 @@
+"""``composectl run``: run a script (or ``-c`` code) in the guest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pylon.errors import EngineError
+
+__all__ = ["parse_env", "register"]
+
+# Everything after SCRIPT belongs to the script, as with `python script.py ...`:
+# no interspersed options (so the script's own -c or --env reach it), and
+# unknown options are passed on instead of rejected.
+_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """``["K=V", ...]`` -> ``{"K": "V"}``; the value may itself contain ``=``."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not K=V", param_hint="--env")
+        env[key] = value
+    return env
+
+
+def run(
+    plan: Annotated[Path | None, typer.Option(
+        "--plan", metavar="PLAN", help="The plan naming the guest and caps. Default: the stock guest, no caps.",
+        dir_okay=False)] = None,
+    code: Annotated[str | None, typer.Option(
+        "-c", metavar="CODE", help="Program passed in as a string (like python -c); SCRIPT and ARGS become its argv.")
+    ] = None,
+    env: Annotated[list[str] | None, typer.Option(
+        "--env", metavar="K=V", help="Set an environment variable in the guest, K=V; repeatable. "
+                      "The guest sees no host environment otherwise.")] = None,
+    script: Annotated[str | None, typer.Argument(
+        metavar="SCRIPT", help="The Python script to run in the guest.", show_default=False)] = None,
+    args: Annotated[list[str] | None, typer.Argument(
+        metavar="ARGS", help="Arguments for the script; everything after SCRIPT, options included, goes to it.",
+        show_default=False)] = None,
+) -> None:
+    """Run SCRIPT (or -c CODE) in the Pylon guest; exits with the guest's exit status."""
+    argv = list(args or [])
+    if code is None and script is None:
+        raise typer.BadParameter("give a SCRIPT or -c CODE", param_hint="SCRIPT")
+    if code is not None and script is not None:
+        # With -c, every positional is an argument (python -c CODE a b).
+        argv.insert(0, script)
+        script = None
+    environment = parse_env(env or [])
+    try:
+        # Imported here: it loads the native engine, which no other command needs.
+        from pylon import runtime
+    except ImportError as exc:
+        raise EngineError(f"the Pylon runtime is unavailable: {exc}") from exc
+    status = runtime.run(plan=plan, script=script, code=code, args=argv, env=environment)
+    raise typer.Exit(int(status or 0))
+
+
+def register(app: typer.Typer) -> None:
+    """Adds ``run`` to the top-level app."""
+    app.command("run", context_settings=_CONTEXT)(run)
