@@ -24,10 +24,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: The repository root when running from a checkout (``python/pylon/`` is two
-#: levels below it). Build helpers use it to find ``wit/``, ``caps/`` and
-#: ``guest/``.
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
+def _find_source_root() -> Path:
+    """The Pylon checkout that build steps read ``wit/``, ``caps/`` and ``guest/`` from.
+
+    ``PYLON_SOURCE_ROOT`` if set; else the checkout this file lives in (an
+    editable install); else the nearest folder at or above the working
+    directory that looks like one (the package is installed from a wheel, and
+    commands run from the clone).
+    """
+    override = os.environ.get("PYLON_SOURCE_ROOT")
+    if override:
+        return Path(override)
+    candidates = [Path(__file__).resolve().parents[2], *Path.cwd().resolve().parents]
+    candidates.insert(1, Path.cwd().resolve())
+    for candidate in candidates:
+        if (candidate / "wit" / "guest" / "guest.wit").is_file():
+            return candidate
+    return Path.cwd()
+
+
+#: The Pylon checkout (see :func:`_find_source_root`).
+SOURCE_ROOT = _find_source_root()
 
 
 def _xdg(var: str, fallback: str) -> Path:

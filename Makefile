@@ -1,0 +1,30 @@
+# Pylon's entry points. Each target installs what it needs on a fresh machine
+# (virtualenv, engine wheel, wasm tools) into the cache folder outside the
+# clone, ~/.cache/pylon by default (PYLON_CACHE_DIR overrides).
+RUN := scripts/in-venv
+
+.PHONY: help install setup demo test bench lint clean-cache
+
+help:
+	@echo "make demo    build everything and run the examples (first run: ~15 min, mostly compiling wasmtime)"
+	@echo "make test    build everything and run the test suite"
+	@echo "make bench   run the benchmarks (prints ratios)"
+	@echo "make lint    cargo fmt/clippy"
+
+install:
+	@scripts/bootstrap.sh > /dev/null
+
+setup: install
+	$(RUN) composectl setup
+
+demo: setup
+	$(RUN) bash examples/demo.sh
+
+test: setup
+	$(RUN) python -m pytest -q
+
+bench: setup
+	$(RUN) python benchmarks/run_all.py
+
+lint: install
+	cd engine && cargo fmt --check && cargo clippy --release -- -D warnings

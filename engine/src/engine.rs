@@ -1,0 +1,70 @@
+//! The one wasmtime engine a Python `Engine` object owns.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use wasmtime::{Config, Engine};
+
+use crate::cache::CompileCache;
+
+/// How often the epoch advances. Provider timeouts are rounded up to it.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Engine-wide state shared by the guest and every provider.
+pub struct Shared {
+    /// The wasmtime engine: compiled code is only valid with this config.
+    pub engine: Engine,
+    /// Compiled components and modules, in memory and on disk.
+    pub cache: CompileCache,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// Builds the engine and starts its epoch ticker.
+    ///
+    /// The config is fixed, because the on-disk compile cache is keyed by it:
+    /// epoch interruption (provider deadlines without fuel's per-instruction
+    /// cost) and wasm exceptions (setjmp/longjmp in the MicroPython profile).
+    ///
+    /// # Errors
+    /// When wasmtime rejects the config or the cache folder cannot be made.
+    pub fn new(cache_dir: Option<std::path::PathBuf>) -> Result<Arc<Self>> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_exceptions(true);
+        let engine = Engine::new(&config)?;
+        let cache = CompileCache::new(&engine, cache_dir)?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("pylon-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })?;
+        }
+        Ok(Arc::new(Shared {
+            engine,
+            cache,
+            stop_ticker,
+        }))
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Epoch ticks that cover `ms` milliseconds (at least one full tick).
+pub fn ticks_for_ms(ms: u64) -> u64 {
+    let tick = EPOCH_TICK.as_millis() as u64;
+    ms.div_ceil(tick) + 1
+}

@@ -1,0 +1,86 @@
+"""Runs one script per guest start, the way ``python script.py`` would.
+
+The interpreter was initialised at build time, so everything process-like
+(argv, environment, working directory, random seeds) still holds build-time
+values and is reset here before user code runs.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import random
+import sys
+import traceback
+import types
+
+
+def _reset_process_state(argv: list[str], env: list[tuple[str, str]], cwd: str) -> None:
+    sys.argv = list(argv)
+    os.environ.clear()
+    os.environ.update(dict(env))
+    try:
+        os.chdir(cwd)
+    except OSError:
+        pass
+    # The snapshot froze the global Random's state: reseed from WASI random.
+    random.seed()
+    # The script's folder is the user's: never litter it with __pycache__.
+    sys.dont_write_bytecode = True
+
+
+def _exit_status(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF if code >= 0 else code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _main_module(filename: str) -> dict:
+    module = types.ModuleType("__main__")
+    module.__file__ = filename
+    module.__builtins__ = builtins
+    sys.modules["__main__"] = module
+    return module.__dict__
+
+
+def run(argv: list[str], env: list[tuple[str, str]], cwd: str) -> int:
+    """Runs ``argv`` (``[script, args...]`` or ``["-c", code, args...]``)."""
+    if not argv:
+        print("pylon: nothing to run (no script and no -c)", file=sys.stderr)
+        return 2
+    if argv[0] == "-c":
+        if len(argv) < 2:
+            print("pylon: -c needs an argument", file=sys.stderr)
+            return 2
+        source, filename = argv[1], "<string>"
+        script_argv = ["-c", *argv[2:]]
+        path_entry = ""
+    else:
+        filename = argv[0]
+        script_argv = list(argv)
+        path_entry = os.path.dirname(filename) or "."
+    _reset_process_state(script_argv, env, cwd)
+    sys.path.insert(0, path_entry)
+    status = 0
+    try:
+        if filename != "<string>":
+            with open(filename, "rb") as f:
+                source = f.read()
+        code = compile(source, filename, "exec")
+        exec(code, _main_module(filename))
+    except SystemExit as exc:
+        status = _exit_status(exc)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+    return status

@@ -1,0 +1,18 @@
+"""The process-wide engine: one wasmtime engine, its compile cache on disk.
+
+Only this module and :mod:`pylon.runtime` touch ``pylon._engine``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from pylon import _engine, paths
+
+ProviderSpec = _engine.ProviderSpec
+
+
+@functools.cache
+def get_engine() -> _engine.Engine:
+    """The shared engine, with its compile cache under ``paths.compiled_root()``."""
+    return _engine.Engine(str(paths.compiled_root()))

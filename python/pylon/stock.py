@@ -1,0 +1,101 @@
+"""The stock install: the guest and caps built from this checkout.
+
+``composectl setup`` builds pylon.wasm and every cap under ``caps/``, puts
+them in the blob store, trusts the caps it built (they are built here, from
+sources the user has) and writes the default plan, so that
+``composectl run script.py`` works with no further steps. Where things go:
+
+* ``<cache root>/stock.json``: digests of the stock guest and caps.
+* ``<config root>/plan.json``: the default plan, used when ``run`` gets no
+  ``--plan``. It is a plain plan: edit it like any other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pylon import paths
+from pylon.blobstore import BlobStore, write_atomic
+from pylon.errors import PylonError
+from pylon.plan import CapEntry, Plan
+from pylon.trust import TrustPolicy
+
+__all__ = ["SetupResult", "default_plan_path", "stock_file", "stock_guest_digest", "setup"]
+
+
+def stock_file() -> Path:
+    """Where the stock digests are recorded."""
+    return paths.cache_root() / "stock.json"
+
+
+def default_plan_path() -> Path:
+    """The plan ``composectl run`` uses without ``--plan``."""
+    return paths.config_root() / "plan.json"
+
+
+def stock_guest_digest() -> str:
+    """The digest of the stock guest this install built.
+
+    Raises:
+        PylonError: nothing was built yet.
+    """
+    try:
+        return json.loads(stock_file().read_text())["guest"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise PylonError("no stock guest yet: run `composectl setup` first "
+                         "(it builds pylon.wasm and the stock caps)") from exc
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    """What :func:`setup` built and recorded."""
+
+    guest_digest: str
+    caps: dict[str, str]
+    plan_path: Path
+
+
+def setup(*, log: Callable[[str], None] = lambda _m: None, store: BlobStore | None = None,
+          cap_dirs: list[Path] | None = None) -> SetupResult:
+    """Builds the stock guest and caps, stores and trusts them, writes the default plan."""
+    from pylon.build.caps import build_cap, find_caps
+    from pylon.build.guest import build_guest
+
+    store = store or BlobStore()
+    log("building the guest (pylon.wasm)")
+    guest = build_guest()
+    guest_digest = store.put_file(guest.path)
+    log(f"guest {guest_digest}")
+
+    trust = TrustPolicy.load()
+    caps: dict[str, str] = {}
+    entries: dict[str, CapEntry] = {}
+    old = Plan.load(default_plan_path()) if default_plan_path().exists() else Plan()
+    for cap_dir in cap_dirs if cap_dirs is not None else find_caps(paths.SOURCE_ROOT / "caps"):
+        log(f"building cap {cap_dir.name}")
+        built = build_cap(cap_dir)
+        digest = store.put_file(built.path)
+        trust.allow(built.name, digest)
+        caps[built.name] = digest
+        previous = old.caps.get(built.name)
+        entries[built.name] = CapEntry(
+            digest=digest,
+            sources=(built.path.as_uri(),),
+            limits=previous.limits if previous else CapEntry(digest=digest).limits,
+            wasi=previous.wasi if previous else False,
+        )
+        log(f"cap {built.name} {digest}")
+    trust.save()
+    # Caps the user added to the default plan by hand stay in it.
+    for name, entry in old.caps.items():
+        entries.setdefault(name, entry)
+    plan = Plan(caps=entries)
+    default_plan_path().parent.mkdir(parents=True, exist_ok=True)
+    plan.save(default_plan_path())
+    stock_file().parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(stock_file(), (json.dumps({"guest": guest_digest, "caps": caps}, indent=2, sort_keys=True)
+                                + "\n").encode())
+    return SetupResult(guest_digest, caps, default_plan_path())

@@ -1,0 +1,63 @@
+"""Shared fixtures for end-to-end tests: a private Pylon home per session.
+
+End-to-end tests run the real ``composectl`` in a subprocess against real
+components. Build outputs and compiled modules stay in the normal cache
+(keyed by source hash, so sharing them is safe and keeps reruns fast); the
+blob store, trust policy and default plan live in a temporary folder so a
+test never touches the user's.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Pylon:
+    """Runs composectl with a private home."""
+
+    def __init__(self, env: dict[str, str], home: Path):
+        self.env = env
+        self.home = home
+
+    def composectl(self, *args: str, cwd: Path | None = None, check: bool = False,
+                   timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "pylon.cli", *map(str, args)],
+            env=self.env, cwd=cwd or REPO, text=True, capture_output=True, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"composectl {' '.join(map(str, args))} exited {result.returncode}:\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def run_code(self, code: str, *args: str, plan: Path | None = None) -> subprocess.CompletedProcess[str]:
+        plan_args = ["--plan", str(plan)] if plan else []
+        return self.composectl("run", *plan_args, "-c", code, *args)
+
+    def run_script(self, script: Path, *args: str, plan: Path | None = None) -> subprocess.CompletedProcess[str]:
+        plan_args = ["--plan", str(plan)] if plan else []
+        return self.composectl("run", *plan_args, str(script), *args)
+
+    @property
+    def default_plan(self) -> Path:
+        return self.home / "config" / "plan.json"
+
+
+@pytest.fixture(scope="session")
+def pylon(tmp_path_factory: pytest.TempPathFactory) -> Pylon:
+    """A Pylon home with the stock guest and caps set up (``composectl setup``)."""
+    home = tmp_path_factory.mktemp("pylon-home")
+    env = dict(os.environ)
+    env.update(PYLON_BLOB_DIR=str(home / "blobs"), PYLON_CONFIG_DIR=str(home / "config"),
+               PYLON_SOURCE_ROOT=str(REPO))
+    env.pop("RUST_BACKTRACE", None)
+    p = Pylon(env, home)
+    p.composectl("setup", check=True, timeout=3600)
+    return p
