@@ -1,0 +1,336 @@
+"""composectl tests: every command through typer's CliRunner, plus real subprocesses.
+
+The store and trust file live in tmp dirs (PYLON_CACHE_DIR / PYLON_CONFIG_DIR).
+``pylon.runtime`` and ``pylon.build.caps`` belong to other parts of Pylon; the
+``run`` and ``cap build`` tests stand in small fakes for them to check what the
+CLI passes and how it maps results to exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from pylon.blobstore import BlobStore, digest_bytes
+from pylon.cli.main import app
+from pylon.cli.progress import fetch_progress
+from pylon.errors import TrustError
+from pylon.plan import Plan
+from pylon.trust import TrustPolicy
+
+PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
+CAP = b"\0asm fake crc32c component"
+CAP_DIGEST = digest_bytes(CAP)
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    monkeypatch.delenv("PYLON_BLOB_DIR", raising=False)
+    values = {"PYLON_CACHE_DIR": str(tmp_path / "cache"), "PYLON_CONFIG_DIR": str(tmp_path / "config")}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    return values
+
+
+@pytest.fixture
+def cap_file(tmp_path: Path) -> Path:
+    path = tmp_path / "crc32c.wasm"
+    path.write_bytes(CAP)
+    return path
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def test_every_command_and_option_has_help() -> None:
+    root = typer.main.get_command(app)
+    seen = []
+
+    def walk(cmd: Any, path: str) -> None:
+        assert cmd.help, f"{path} has no help"
+        for param in cmd.params:
+            if param.name != "help":
+                assert getattr(param, "help", None), f"{path} {param.name} has no help"
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+        seen.append(path)
+
+    walk(root, "composectl")
+    assert {"composectl run", "composectl plan add", "composectl blob gc", "composectl trust revoke",
+            "composectl cap build"} <= set(seen)
+    for path in seen:
+        result = invoke(*path.split()[1:], "--help")
+        assert result.exit_code == 0, path
+
+
+# -- plan ----------------------------------------------------------------------
+
+def test_plan_new_add_show_remove(cap_file: Path, tmp_path: Path) -> None:
+    assert invoke("plan", "new", "app.json").exit_code == 0
+    assert Plan.load("app.json") == Plan()
+    again = invoke("plan", "new", "app.json")
+    assert again.exit_code == 2 and "already exists; pass --force" in again.stderr
+
+    result = invoke("plan", "add", "app.json", "crc32c", str(cap_file), "--memory-mb", "128",
+                    "--timeout-ms", "500", "--max-payload-mb", "8", "--wasi",
+                    "--source", "https://mirror.example/crc32c.wasm")
+    assert result.exit_code == 0, result.output
+    assert f"composectl trust allow crc32c {CAP_DIGEST}" in result.stderr
+    cap = Plan.load("app.json").caps["crc32c"]
+    assert cap.digest == CAP_DIGEST and cap.wasi
+    assert cap.sources == (cap_file.resolve().as_uri(), "https://mirror.example/crc32c.wasm")
+    assert (cap.limits.memory_mb, cap.limits.timeout_ms, cap.limits.max_payload_mb) == (128, 500, 8)
+    assert BlobStore().has(CAP_DIGEST)
+
+    shown = invoke("plan", "show", "app.json")
+    assert shown.exit_code == 0
+    assert "crc32c" in shown.stdout and "guest: stock" in shown.stdout and "memory 128 MiB" in shown.stdout
+
+    assert invoke("plan", "remove", "app.json", "crc32c").exit_code == 0
+    assert Plan.load("app.json").caps == {}
+    missing = invoke("plan", "remove", "app.json", "crc32c")
+    assert missing.exit_code == 2
+    assert missing.stderr == "error: app.json: at $.caps.crc32c: no cap named 'crc32c' (caps: none)\n"
+
+
+def test_plan_new_with_guest(tmp_path: Path) -> None:
+    guest = tmp_path / "pylon.wasm"
+    guest.write_bytes(b"guest component")
+    assert invoke("plan", "new", "g.json", "--guest", str(guest)).exit_code == 0
+    plan = Plan.load("g.json")
+    assert plan.guest is not None and plan.guest.digest == digest_bytes(b"guest component")
+    assert plan.guest.sources == (guest.resolve().as_uri(),)
+
+
+def test_plan_add_by_digest_fetches_from_source(cap_file: Path) -> None:
+    invoke("plan", "new", "app.json")
+    result = invoke("plan", "add", "app.json", "crc32c", CAP_DIGEST, "--source", cap_file.as_uri())
+    assert result.exit_code == 0, result.output
+    assert BlobStore().has(CAP_DIGEST)
+    unknown = invoke("plan", "add", "app.json", "zstd", digest_bytes(b"nothing"))
+    assert unknown.exit_code == 2 and "the plan gives no source for it" in unknown.stderr
+    neither = invoke("plan", "add", "app.json", "zstd", "not-a-file")
+    assert neither.exit_code == 2 and "is neither a file" in neither.output
+
+
+def test_plan_add_bad_values_name_the_plan(cap_file: Path) -> None:
+    invoke("plan", "new", "app.json")
+    bad = invoke("plan", "add", "app.json", "CRC", str(cap_file))
+    assert bad.exit_code == 2
+    assert bad.stderr.startswith("error: app.json: at $.caps.CRC: bad cap name 'CRC'")
+    neg = invoke("plan", "add", "app.json", "crc32c", str(cap_file), "--memory-mb", "-5")
+    assert neg.stderr == "error: app.json: at $.caps.crc32c.limits.memory-mb: must be at least 1, got -5\n"
+
+
+def test_plan_verify(cap_file: Path) -> None:
+    invoke("plan", "new", "app.json")
+    invoke("plan", "add", "app.json", "crc32c", str(cap_file))
+    untrusted = invoke("plan", "verify", "app.json")
+    assert untrusted.exit_code == 1
+    assert f"not trusted; to allow it run: composectl trust allow crc32c {CAP_DIGEST}" in untrusted.stderr
+
+    assert invoke("trust", "allow", "crc32c", CAP_DIGEST).exit_code == 0
+    ok = invoke("plan", "verify", "app.json")
+    assert ok.exit_code == 0, ok.output
+    assert "app.json: ok" in ok.stderr
+
+    # Missing from the store: verify fetches it back from its file:// source.
+    assert invoke("blob", "gc", "--all").exit_code == 0
+    assert invoke("plan", "verify", "app.json").exit_code == 0
+    assert BlobStore().has(CAP_DIGEST)
+
+    # Missing and unfetchable: a failure, reported per item.
+    invoke("blob", "gc", "--all")
+    cap_file.unlink()
+    gone = invoke("plan", "verify", "app.json")
+    assert gone.exit_code == 1
+    assert "FAILED" in gone.stdout and f"cap crc32c: cannot fetch {CAP_DIGEST}" in gone.stderr
+
+
+def test_plan_errors_are_rendered_once(tmp_path: Path) -> None:
+    Path("bad.json").write_text('{"pylon-plan": 1, "caps": {"crc32c": {"digest": "sha256:xyz", "sources": []}}}')
+    for command in (["plan", "show", "bad.json"], ["plan", "verify", "bad.json"],
+                    ["blob", "gc", "--keep", "bad.json"]):
+        result = invoke(*command)
+        assert result.exit_code == 2
+        assert result.stdout == ""
+        assert result.stderr == ("error: bad.json: at $.caps.crc32c.digest: bad digest 'sha256:xyz': "
+                                 "expected 'sha256:' followed by 64 lowercase hex digits\n")
+
+
+# -- blob ----------------------------------------------------------------------
+
+def test_blob_put_ls_verify_gc(cap_file: Path, tmp_path: Path) -> None:
+    put = invoke("blob", "put", str(cap_file))
+    assert put.exit_code == 0 and put.stdout == CAP_DIGEST + "\n"
+    other = tmp_path / "other.wasm"
+    other.write_bytes(b"other")
+    other_digest = invoke("blob", "put", str(other)).stdout.strip()
+
+    listed = invoke("blob", "ls")
+    assert CAP_DIGEST in listed.stdout and other_digest in listed.stdout
+    assert invoke("blob", "verify").exit_code == 0
+
+    # gc keeps what a plan names.
+    invoke("plan", "new", "app.json")
+    invoke("plan", "add", "app.json", "crc32c", CAP_DIGEST)
+    assert invoke("blob", "gc").exit_code == 2  # neither --keep nor --all
+    gc = invoke("blob", "gc", "--keep", "app.json")
+    assert gc.exit_code == 0 and f"removed {other_digest}" in gc.stdout
+    assert [b.digest for b in BlobStore().ls()] == [CAP_DIGEST]
+
+    # A corrupted blob fails verify (exit 1) and is quarantined.
+    blob = BlobStore().blob_path(CAP_DIGEST)
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"tampered")
+    bad = invoke("blob", "verify")
+    assert bad.exit_code == 1 and f"bad blob {CAP_DIGEST}" in bad.stderr
+    assert "the blob store is empty" in invoke("blob", "ls").stderr
+
+
+def test_blob_put_missing_file() -> None:
+    result = invoke("blob", "put", "nope.wasm")
+    assert result.exit_code == 2
+
+
+# -- trust ---------------------------------------------------------------------
+
+def test_trust_allow_ls_revoke() -> None:
+    d2 = digest_bytes(b"two")
+    assert invoke("trust", "allow", "crc32c", CAP_DIGEST).exit_code == 0
+    assert "already allowed" in invoke("trust", "allow", "crc32c", CAP_DIGEST).stderr
+    assert invoke("trust", "allow", "crc32c", d2).exit_code == 0
+    listed = invoke("trust", "ls")
+    assert listed.stdout.count("crc32c") == 2 and CAP_DIGEST in listed.stdout
+    assert invoke("trust", "revoke", "crc32c", d2).exit_code == 0
+    assert TrustPolicy.load().entries()[0].digest == CAP_DIGEST
+    assert invoke("trust", "revoke", "crc32c", d2).exit_code == 1
+    assert invoke("trust", "revoke", "crc32c").exit_code == 0
+    assert "nothing is trusted" in invoke("trust", "ls").stderr
+    bad = invoke("trust", "allow", "crc32c", "sha256:short")
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: bad digest 'sha256:short'")
+
+
+# -- cap build and run (fakes for other engineers' modules) ---------------------
+
+def test_cap_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = []
+
+    def build_cap(directory: Path) -> Any:
+        calls.append(directory)
+        return types.SimpleNamespace(name="crc32c", version="1.0.0", path=tmp_path / "out.wasm",
+                                     digest=CAP_DIGEST)
+
+    fake = types.ModuleType("pylon.build.caps")
+    fake.build_cap = build_cap  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pylon.build.caps", fake)
+    (tmp_path / "capsrc").mkdir()
+    result = invoke("cap", "build", "capsrc")
+    assert result.exit_code == 0, result.output
+    assert calls == [Path("capsrc")]
+    assert result.stdout == f"{CAP_DIGEST} {tmp_path / 'out.wasm'}\n"
+    assert "built crc32c 1.0.0" in result.stderr
+
+
+@pytest.fixture
+def runtime(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    fake = types.ModuleType("pylon.runtime")
+
+    def run(**kwargs: Any) -> int:
+        calls.append(kwargs)
+        if kwargs.get("script") == "deny.py":
+            raise TrustError("cap 'x' is not trusted")
+        return 7 if kwargs.get("script") == "exit7.py" else 0
+
+    fake.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pylon.runtime", fake)
+    return calls
+
+
+def test_run_passes_everything_after_script_to_it(runtime: list[dict[str, Any]]) -> None:
+    result = invoke("run", "--plan", "app.json", "--env", "A=1", "--env", "B=x=y", "exit7.py",
+                    "-v", "--flag", "-c", "notcode", "--env", "C=3", "--", "--plan")
+    assert result.exit_code == 7, result.output
+    assert runtime == [{"plan": Path("app.json"), "script": "exit7.py", "code": None,
+                        "args": ["-v", "--flag", "-c", "notcode", "--env", "C=3", "--", "--plan"],
+                        "env": {"A": "1", "B": "x=y"}}]
+
+
+def test_run_code_and_double_dash(runtime: list[dict[str, Any]]) -> None:
+    assert invoke("run", "-c", "print(1)", "a", "-b").exit_code == 0
+    assert runtime[-1] == {"plan": None, "script": None, "code": "print(1)", "args": ["a", "-b"], "env": {}}
+    assert invoke("run", "--", "script.py", "-x").exit_code == 0
+    assert runtime[-1]["script"] == "script.py" and runtime[-1]["args"] == ["-x"]
+
+
+def test_run_usage_and_pylon_errors(runtime: list[dict[str, Any]]) -> None:
+    nothing = invoke("run")
+    assert nothing.exit_code == 2 and runtime == []
+    assert invoke("run", "--env", "novalue", "s.py").exit_code == 2
+    denied = invoke("run", "deny.py")
+    assert denied.exit_code == 2
+    assert denied.stderr == "error: cap 'x' is not trusted\n"
+
+
+def test_fetch_progress_callback_runs_without_a_terminal() -> None:
+    with fetch_progress("crc32c") as progress:
+        progress(0, None)
+        progress(10, 100)
+        progress(100, 100)
+
+
+# -- real subprocesses -----------------------------------------------------------
+
+def _composectl(*args: str, env: dict[str, str], prelude: str = "") -> subprocess.CompletedProcess[str]:
+    code = prelude + f"import sys; sys.argv = ['composectl', *{list(args)!r}]\n" \
+                     "from pylon.cli.main import main\nmain()\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env, "PYTHONPATH": str(PYTHON_DIR)})
+
+
+def test_subprocess_blob_put_and_error(cap_file: Path, env: dict[str, str]) -> None:
+    put = subprocess.run([sys.executable, "-m", "pylon.cli", "blob", "put", str(cap_file)],
+                         capture_output=True, text=True,
+                         env={**os.environ, **env, "PYTHONPATH": str(PYTHON_DIR)})
+    assert put.returncode == 0, put.stderr
+    assert put.stdout == CAP_DIGEST + "\n"
+    assert (Path(env["PYLON_CACHE_DIR"]) / "blobs" / "sha256" / CAP_DIGEST.split(":")[1]).exists()
+
+    Path("bad.json").write_text("{\n  \"pylon-plan\": 1,\n")
+    bad = _composectl("plan", "show", "bad.json", env=env)
+    assert bad.returncode == 2
+    assert bad.stderr == "error: bad.json: invalid JSON at line 3, column 1: Expecting property name " \
+                         "enclosed in double quotes\n"
+    assert "Traceback" not in bad.stderr and bad.stdout == ""
+
+
+_FAKE_RUNTIME = """
+import sys, types, json
+fake = types.ModuleType("pylon.runtime")
+def run(**kw):
+    print(json.dumps({**kw, "plan": str(kw["plan"])}))
+    return 42
+fake.run = run
+sys.modules["pylon.runtime"] = fake
+"""
+
+
+def test_subprocess_run_exit_code_and_dash_args(env: dict[str, str]) -> None:
+    proc = _composectl("run", "--env", "K=V", "script.py", "-x", "--help", "--", "-c", env=env,
+                       prelude=_FAKE_RUNTIME)
+    assert proc.returncode == 42, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen == {"plan": "None", "script": "script.py", "code": None,
+                    "args": ["-x", "--help", "--", "-c"], "env": {"K": "V"}}
