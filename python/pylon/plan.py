@@ -114,7 +114,7 @@ class GuestRef:
     sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "sources", _as_sources(self.sources))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,7 +134,7 @@ class CapEntry:
     wasi: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "sources", _as_sources(self.sources))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,6 +239,13 @@ class Plan:
         if self.guest is not None:
             found.add(self.guest.digest)
         return found
+
+
+def _as_sources(sources: Iterable[str]) -> tuple[str, ...]:
+    # tuple("file:///x") would silently become a tuple of characters.
+    if isinstance(sources, str):
+        raise PlanError(f"sources must be a list of URLs, not the string {sources!r}")
+    return tuple(sources)
 
 
 def load(path: str | Path) -> Plan:
