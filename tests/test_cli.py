@@ -249,6 +249,8 @@ def runtime(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     fake = types.ModuleType("pylon.runtime")
 
     def run(**kwargs: Any) -> int:
+        # The CLI hands the runtime its progress-bar factory for fetches.
+        assert kwargs.pop("progress") is fetch_progress
         calls.append(kwargs)
         if kwargs.get("script") == "deny.py":
             raise TrustError("cap 'x' is not trusted")
@@ -320,6 +322,7 @@ _FAKE_RUNTIME = """
 import sys, types, json
 fake = types.ModuleType("pylon.runtime")
 def run(**kw):
+    kw.pop("progress")
     print(json.dumps({**kw, "plan": str(kw["plan"])}))
     return 42
 fake.run = run

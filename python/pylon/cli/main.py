@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from pylon.cli import blob_cmd, cap_cmd, plan_cmd, run_cmd, trust_cmd
+from pylon.cli import blob_cmd, cache_cmd, cap_cmd, plan_cmd, run_cmd, setup_cmd, trust_cmd
 from pylon.cli.console import print_error
 from pylon.errors import PylonError
 
@@ -41,7 +41,9 @@ app.add_typer(plan_cmd.app, name="plan")
 app.add_typer(blob_cmd.app, name="blob")
 app.add_typer(trust_cmd.app, name="trust")
 app.add_typer(cap_cmd.app, name="cap")
+app.add_typer(cache_cmd.app, name="cache")
 run_cmd.register(app)
+setup_cmd.register(app)
 
 
 def main() -> None:

@@ -58,7 +58,10 @@ def run(
         from pylon import runtime
     except ImportError as exc:
         raise EngineError(f"the Pylon runtime is unavailable: {exc}") from exc
-    status = runtime.run(plan=plan, script=script, code=code, args=argv, env=environment)
+    from pylon.cli.progress import fetch_progress
+
+    status = runtime.run(plan=plan, script=script, code=code, args=argv, env=environment,
+                         progress=fetch_progress)
     raise typer.Exit(int(status or 0))
 
 
