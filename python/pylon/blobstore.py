@@ -311,7 +311,7 @@ class BlobStore:
     # -- writing -----------------------------------------------------------
 
     def put_bytes(self, data: bytes) -> str:
-        """Stores ``data``; returns its digest. Storing the same bytes twice is a no-op."""
+        """Stores ``data``; returns its digest. Storing the same bytes twice leaves one copy."""
         with _Sink(self.blob_dir, "put", max_bytes=self.max_blob_bytes) as sink:
             sink.write(data)
             return self._settle(sink, expected=None)
