@@ -1,0 +1,151 @@
+"""Runs a flat wasi-preview1 core module (the MicroPython static profile).
+
+:func:`run_static` uses Pylon's engine (``pylon._engine.Engine().run_core_p1``)
+when it is built, and wasmtime-py otherwise, so callers and tests do not care
+which is present. Either way wasm exceptions (exnref) are enabled: the static
+profile's setjmp/longjmp needs them. A module built with ``--eh legacy`` does
+not load here; run it with :func:`run_static_node` (or WAMR's iwasm, see
+docs/micropython-static.md).
+
+stdin, stdout and stderr are the host process's own file descriptors.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from pylon.errors import EngineError
+
+Pairs = Sequence[tuple[str, str]]
+
+#: Node.js runner for legacy-EH modules: V8 implements the legacy exception
+#: proposal, and node:wasi is WASI preview 1. Arguments after the script:
+#: module, then argv; env and preopens come as JSON in environment variables.
+_NODE_RUNNER = r"""
+const { WASI } = require('node:wasi');
+const fs = require('node:fs');
+const [module, ...args] = process.argv.slice(1);
+const wasi = new WASI({
+  version: 'preview1',
+  args,
+  env: Object.fromEntries(JSON.parse(process.env.PYLON_WASI_ENV || '[]')),
+  preopens: Object.fromEntries(JSON.parse(process.env.PYLON_WASI_PREOPENS || '[]')),
+  returnOnExit: true,
+});
+const instance = new WebAssembly.Instance(new WebAssembly.Module(fs.readFileSync(module)),
+                                          wasi.getImportObject());
+process.exitCode = wasi.start(instance);
+"""
+
+
+def _engine_runner():
+    try:
+        from pylon import _engine  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    engine_cls = getattr(_engine, "Engine", None)
+    if engine_cls is None or not hasattr(engine_cls, "run_core_p1"):
+        return None
+    return engine_cls
+
+
+def backend() -> str:
+    """``"pylon-engine"`` when the Rust engine is importable, else ``"wasmtime-py"``."""
+    return "pylon-engine" if _engine_runner() else "wasmtime-py"
+
+
+def run_static(module: Path | str, argv: Sequence[str], env: Pairs = (), preopens: Pairs = ()) -> int:
+    """Runs ``module``'s ``_start`` with WASI p1; returns the exit status.
+
+    ``argv`` is the full argv (``argv[0]`` is the program name); ``env`` is
+    (name, value) pairs; ``preopens`` is (host dir, guest path) pairs.
+    Raises EngineError when the module cannot be compiled or instantiated, or
+    traps (a trap is not an exit status).
+    """
+    module = Path(module)
+    if not module.is_file():
+        raise EngineError(f"no such module: {module}")
+    engine_cls = _engine_runner()
+    if engine_cls is not None:
+        return int(engine_cls().run_core_p1(str(module), list(argv), list(env), list(preopens)))
+    return _run_wasmtime_py(module, argv, env, preopens)
+
+
+_WASMTIME_ENGINE = None
+
+
+def _run_wasmtime_py(module: Path, argv: Sequence[str], env: Pairs, preopens: Pairs) -> int:
+    global _WASMTIME_ENGINE
+    try:
+        import wasmtime
+    except ImportError as exc:
+        raise EngineError("neither pylon._engine nor wasmtime-py is installed (pip install wasmtime)") from exc
+    if _WASMTIME_ENGINE is None:
+        config = wasmtime.Config()
+        config.wasm_exceptions = True
+        config.cache = True  # wasmtime's own compile cache: the second load is fast
+        _WASMTIME_ENGINE = wasmtime.Engine(config)
+    engine = _WASMTIME_ENGINE
+    try:
+        compiled = wasmtime.Module.from_file(engine, str(module))
+    except wasmtime.WasmtimeError as exc:
+        hint = ""
+        if "legacy_exceptions" in str(exc):
+            hint = " (this module was built with --eh legacy; wasmtime needs --eh exnref)"
+        raise EngineError(f"cannot compile {module}{hint}: {exc}") from exc
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    store = wasmtime.Store(engine)
+    wasi = wasmtime.WasiConfig()
+    wasi.argv = list(argv)
+    wasi.env = [(k, v) for k, v in env]
+    for host, guest in preopens:
+        wasi.preopen_dir(str(host), guest)
+    wasi.inherit_stdin()
+    wasi.inherit_stdout()
+    wasi.inherit_stderr()
+    store.set_wasi(wasi)
+    try:
+        instance = linker.instantiate(store, compiled)
+        start = instance.exports(store)["_start"]
+        start(store)
+    except wasmtime.ExitTrap as exc:
+        return exc.code
+    except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+        raise EngineError(f"{module} trapped: {exc}") from exc
+    return 0
+
+
+def node() -> str | None:
+    """Path of a Node.js new enough for node:wasi preview1 (18+), or None."""
+    exe = shutil.which("node")
+    if not exe:
+        return None
+    try:
+        version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
+        major = int(version.strip().lstrip("v").split(".")[0])
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+    return exe if major >= 18 else None
+
+
+def run_static_node(module: Path | str, argv: Sequence[str], env: Pairs = (), preopens: Pairs = (),
+                    *, capture: bool = False) -> subprocess.CompletedProcess:
+    """Runs a ``--eh legacy`` module on Node.js (V8, no component model).
+
+    Returns the CompletedProcess (its ``returncode`` is the module's exit status).
+    """
+    import json
+
+    exe = node()
+    if exe is None:
+        raise EngineError("Node.js 18+ is not installed (scripts/install-system-deps.sh installs it)")
+    child_env = {**os.environ,
+                 "PYLON_WASI_ENV": json.dumps([list(p) for p in env]),
+                 "PYLON_WASI_PREOPENS": json.dumps([[guest, str(host)] for host, guest in preopens])}
+    return subprocess.run([exe, "--no-warnings", "-e", _NODE_RUNNER, "--", str(module), *argv],
+                          env=child_env, capture_output=capture, text=capture)

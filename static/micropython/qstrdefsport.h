@@ -1,0 +1,1 @@
+// qstrs the port uses that py/ does not already define.
