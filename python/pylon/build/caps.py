@@ -54,6 +54,14 @@ SHIM_SECTION = "pylon:shim"
 #: nothing pulls in WASI unless the cap calls into it (printf, fopen, time...).
 #: ``-s``: without it zig keeps DWARF and a tiny cap weighs ~1 MB.
 BASE_CFLAGS = ("-target", "wasm32-wasi", "-mexec-model=reactor", "-O2", "-s")
+#: Linked into every cap: exact-size pages for large blocks (payloads), see
+#: caps/_sdk/pylon_bigalloc.c for why; it wraps the libc allocator.
+BIGALLOC = SDK_DIR / "pylon_bigalloc.c"
+#: Route the cap's (and the generated bindings') allocator calls through
+#: pylon_bigalloc.c. A 1 MiB stack instead of zig's default 16 MiB keeps an
+#: idle instance small.
+ALLOC_FLAGS = ("-Dmalloc=pylon_malloc", "-Dfree=pylon_free", "-Drealloc=pylon_realloc",
+                "-Dcalloc=pylon_calloc", "-Wl,-z,stack-size=1048576")
 
 _NAME = re.compile(r"[a-z][a-z0-9-]*\Z")
 _CAP_KEYS = {"name", "version", "description", "shim"}
@@ -356,8 +364,9 @@ def _compile(manifest: Manifest, vendors: dict[str, Path], work: Path) -> Path:
     includes = [gen, SDK_DIR, *(_resolve(manifest, i, vendors, where) for i in face.include_dirs)]
     core = work / "core.wasm"
     toolchain.run(
-        [*toolchain.zig(), "cc", *BASE_CFLAGS, *(f"-I{d}" for d in includes), *face.cflags,
-         *map(str, sources), str(gen / "cap.c"), str(gen / "force_link.c"), "-o", str(core)],
+        [*toolchain.zig(), "cc", *BASE_CFLAGS, *ALLOC_FLAGS, *(f"-I{d}" for d in includes), *face.cflags,
+         *map(str, sources), str(gen / "cap.c"), str(gen / "force_link.c"), str(BIGALLOC),
+         "-o", str(core)],
         what=f"zig cc ({manifest.name})", cwd=manifest.dir)
     imports = core_imports(core)
     if imports:
