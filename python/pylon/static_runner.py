@@ -22,6 +22,9 @@ from pylon.errors import EngineError
 
 Pairs = Sequence[tuple[str, str]]
 
+#: Native stack for wasm code; the engine's run_core_p1 should use the same.
+NATIVE_STACK_BYTES = 2 * 1024 * 1024  # wasmtime caps it at its async stack size (2 MiB)
+
 #: Node.js runner for legacy-EH modules: V8 implements the legacy exception
 #: proposal, and node:wasi is WASI preview 1. Arguments after the script:
 #: module, then argv; env and preopens come as JSON in environment variables.
@@ -88,6 +91,11 @@ def _run_wasmtime_py(module: Path, argv: Sequence[str], env: Pairs, preopens: Pa
         config = wasmtime.Config()
         config.wasm_exceptions = True
         config.cache = True  # wasmtime's own compile cache: the second load is fast
+        # Deep Python recursion must end in MicroPython's RecursionError (its
+        # check watches the 1 MiB shadow stack), not in a trap: the native
+        # stack takes ~1.3x the shadow stack per level, more than wasmtime's
+        # 512 KiB default.
+        config.max_wasm_stack = NATIVE_STACK_BYTES
         _WASMTIME_ENGINE = wasmtime.Engine(config)
     engine = _WASMTIME_ENGINE
     try:
@@ -149,3 +157,56 @@ def run_static_node(module: Path | str, argv: Sequence[str], env: Pairs = (), pr
                  "PYLON_WASI_PREOPENS": json.dumps([[guest, str(host)] for host, guest in preopens])}
     return subprocess.run([exe, "--no-warnings", "-e", _NODE_RUNNER, "--", str(module), *argv],
                           env=child_env, capture_output=capture, text=capture)
+
+
+def script_invocation(script: Path | str, args: Sequence[str] = ()) -> tuple[list[str], list[tuple[str, str]]]:
+    """argv and preopens for running a host script in the static module.
+
+    The script's folder is preopened at its own absolute path, so tracebacks
+    and ``__file__`` show the path the user knows, and sibling ``.py``
+    modules import (the port puts the script's folder first on sys.path).
+    """
+    script = Path(script).resolve()
+    if not script.is_file():
+        raise EngineError(f"no such script: {script}")
+    folder = str(script.parent)
+    return ["pylon-mp", str(script), *args], [(folder, folder)]
+
+
+def run_script(module: Path | str, script: Path | str, args: Sequence[str] = (), env: Pairs = (),
+               *, runtime: str = "engine") -> int:
+    """Runs ``script`` (a host path) in the static ``module``; returns its exit status.
+
+    ``runtime`` is ``"engine"`` (our engine or wasmtime-py, exnref modules) or
+    ``"node"`` (legacy-EH modules).
+    """
+    argv, preopens = script_invocation(script, args)
+    if runtime == "node":
+        return run_static_node(module, argv, env, preopens).returncode
+    if runtime != "engine":
+        raise EngineError(f"unknown runtime {runtime!r}: use engine or node")
+    return run_static(module, argv, env, preopens)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pylon.static_runner [--runtime engine|node] MODULE SCRIPT [ARG...]``."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m pylon.static_runner")
+    parser.add_argument("--runtime", choices=("engine", "node"), default="engine")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("module")
+    parser.add_argument("script")
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    ns = parser.parse_args(argv)
+    env = [tuple(e.split("=", 1)) for e in ns.env if "=" in e]
+    try:
+        return run_script(ns.module, ns.script, ns.args, env, runtime=ns.runtime)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 125
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,6 +9,11 @@
 #include "crc32c.h"
 
 static mp_obj_t mod_crc32c_crc32c(size_t n_args, const mp_obj_t *args) {
+    /* MicroPython str has the buffer protocol; the cap's other faces take
+     * bytes-like objects only, so refuse str here too. */
+    if (mp_obj_is_str(args[0])) {
+        mp_raise_TypeError(MP_ERROR_TEXT("crc32c() needs a bytes-like object, not str"));
+    }
     mp_buffer_info_t buf;
     mp_get_buffer_raise(args[0], &buf, MP_BUFFER_READ);
     uint32_t crc = 0;
