@@ -27,7 +27,7 @@ crates.io crate that ships it, fetched with ``cargo metadata`` and pinned the
 same way.
 
 Outputs land in ``toolchain.output_dir("cap-<name>-embedded", <hash>)``; the
-hash covers the cap's folder, its WIT, the vendored sources' digests and the
+hash covers the face's sources and include folders, its WIT, the vendored sources' digests and the
 compiler flags, so an unchanged cap is a cache hit.
 """
 
@@ -359,8 +359,11 @@ def build_embedded_cap(name: str) -> Path:
     if not cap.wit.exists():
         raise BuildError(f"{cap.wit} is missing")
     vendored_key = cap.vendored.key if cap.vendored else ""
+    # Only this face's inputs: the cap's folder also holds other faces
+    # (dynlink.c, cap.toml...) whose edits must not rebuild this one.
+    inputs = [cap.wit, *(cap.folder / s for s in cap.sources), *(cap.folder / d for d in cap.include_dirs)]
     key = toolchain.source_hash(
-        [cap.folder, cap.wit],
+        inputs,
         extra=json.dumps([vendored_key, COMMON_CFLAGS, cap.cflags, cap.vendored_cflags, ADAPTER_SHA256,
                           toolchain.CARGO_TOOLS["wit-bindgen"]]),
     )
