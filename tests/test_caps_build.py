@@ -231,6 +231,14 @@ def test_shim_syntax_error_is_a_build_error(tmp_path: Path) -> None:
         caps.build_cap(folder)
 
 
+def test_vendor_archive_must_match_its_pin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYLON_CACHE_DIR", str(tmp_path))  # a fresh download, not the cached copy
+    wrong = caps.Vendor("zcbor", "zcbor==0.9.1", "0" * 64, "zcbor-0.9.1")
+    with pytest.raises(BuildError, match="has sha256 [0-9a-f]{64}, but the manifest pins 0000"):
+        caps.fetch_vendor(wrong)
+    assert list((tmp_path / "build").iterdir()) == []  # nothing half-unpacked left behind
+
+
 def test_custom_section_encoding() -> None:
     section = caps.custom_section("pylon:shim", b"x" * 200)
     # id 0, size 211 as LEB128 (0xd3 0x01), name length 10, name, payload
