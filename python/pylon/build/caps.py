@@ -50,12 +50,12 @@ ALLOWED_IMPORTS = frozenset({"compose:dynlink/types@0.1.0"})
 SHIM_SECTION = "pylon:shim"
 
 #: Flags every cap is compiled with; a manifest's ``cflags`` come after and
-#: may override (``-O3``). Reactor: no ``main``, wasi-libc's malloc works and
-#: nothing pulls in WASI unless the cap calls into it (printf, fopen, time...).
+#: may override (``-O3``). Reactor: no ``main``; libc (malloc, string.h) works
+#: and pulls in no WASI unless the cap calls into it (printf, fopen, time...).
 #: ``-s``: without it zig keeps DWARF and a tiny cap weighs ~1 MB.
 BASE_CFLAGS = ("-target", "wasm32-wasi", "-mexec-model=reactor", "-O2", "-s")
-#: Linked into every cap: exact-size pages for large blocks (payloads), see
-#: caps/_sdk/pylon_bigalloc.c for why; it wraps the libc allocator.
+#: Linked into every cap: exact-size pages for large blocks (payloads); see
+#: caps/_sdk/pylon_bigalloc.c for why. It sits in front of libc's allocator.
 BIGALLOC = SDK_DIR / "pylon_bigalloc.c"
 #: Route the cap's (and the generated bindings') allocator calls through
 #: pylon_bigalloc.c. A 1 MiB stack instead of zig's default 16 MiB keeps an
