@@ -763,3 +763,110 @@ def test_sqlite_float_edge_values(gsqlite: types.ModuleType) -> None:
     got = [conn.execute("select ?", (v,)).fetchone()[0] for v in values]
     assert got == values
     assert conn.execute("select ?", (math.nan,)).fetchone() == (None,)  # SQLite stores NaN as NULL
+
+
+# --- composition: the caps plugged into a componentize-py guest with `wac plug` --------
+
+_APP_WIT = """
+package pylon-test:embedded-app;
+world app {
+  import pylon:crc32c/crc32c@0.1.0;
+  import pylon:zstd/zstd@0.1.0;
+  import pylon:sqlite/sqlite@0.1.0;
+  export run: func() -> string;
+}
+"""
+
+# Runs inside the composed component: the guest modules over the plugged caps.
+_APP_PY = '''
+import json, traceback
+import wit_world
+from wit_world.imports import crc32c
+from pylon import sqlite, zstd
+
+
+def checks():
+    out = {"backends": [sqlite.backend().name, zstd.backend().name]}
+    out["crc"] = crc32c.update(0, b"123456789")
+    data = b"embedded " * 10000
+    frame = zstd.compress(data, 3)
+    out["zstd_roundtrip"] = zstd.decompress(frame) == data
+    try:
+        zstd.decompress(frame, max_output=10)
+    except zstd.OutputTooLargeError as exc:
+        out["zstd_limit"] = exc.limit
+    try:
+        zstd.decompress(b"nope")
+    except zstd.CorruptFrameError:
+        out["zstd_corrupt"] = True
+    with sqlite.connect("/data/guest.db") as conn:
+        conn.execute("create table t(k integer primary key, v text, b blob)")
+        conn.executemany("insert into t(v, b) values (?, ?)", [(f"v{i}", bytes([i])) for i in range(1000)])
+    out["rows"] = conn.execute("select count(*), sum(k), max(v) from t").fetchone()
+    try:
+        conn.execute("insert into t values (1, 'dup', null)")
+    except sqlite.IntegrityError as exc:
+        out["integrity"] = exc.sqlite_errorname
+    conn.close()
+    return out
+
+
+class WitWorld(wit_world.WitWorld):
+    def run(self) -> str:
+        try:
+            return json.dumps(checks())
+        except Exception:
+            return "ERROR " + traceback.format_exc()
+'''
+
+
+def test_wac_plug_composes_the_caps_into_a_componentize_py_guest(tmp_path: Path) -> None:
+    (tmp_path / "wit" / "deps").mkdir(parents=True)
+    for name, cap in CAPS.items():
+        (tmp_path / "wit" / "deps" / f"{name}.wit").write_text(cap.wit.read_text())
+    (tmp_path / "wit" / "app.wit").write_text(_APP_WIT)
+    app = tmp_path / "app"
+    (app / "pylon").mkdir(parents=True)
+    (app / "pylon" / "__init__.py").write_text("")
+    for module in ("sqlite", "zstd"):
+        (app / "pylon" / f"{module}.py").write_text((GUEST / f"{module}.py").read_text())
+    (app / "app.py").write_text(_APP_PY)
+    guest = tmp_path / "guest.wasm"
+    toolchain.run([toolchain.componentize_py(), "-d", str(tmp_path / "wit"), "-w", "app", "componentize",
+                   "-p", str(app), "app", "-o", str(guest)], what="componentize-py")
+
+    composed = tmp_path / "composed.wasm"
+    plugs = [arg for name in sorted(CAPS) for arg in ("--plug", str(build_embedded_cap(name)))]
+    toolchain.run([toolchain.cargo_tool("wac"), "plug", str(guest), *plugs, "-o", str(composed)], what="wac plug")
+    wit = toolchain.run([toolchain.wasm_tools(), "component", "wit", str(composed)], what="wit").stdout
+    assert "import pylon:" not in wit  # every cap import is satisfied inside
+
+    data = tmp_path / "data"
+    data.mkdir()
+    linker = wc.Linker(_ENGINE)
+    linker.add_wasip2()
+    store = wasmtime.Store(_ENGINE)
+    cfg = wasmtime.WasiConfig()
+    cfg.inherit_stderr()
+    cfg.preopen_dir(str(data), "/data")
+    store.set_wasi(cfg)
+    inst = linker.instantiate(store, wc.Component.from_file(_ENGINE, str(composed)))
+    run = inst.get_func(store, "run")
+    reply = run(store)
+    run.post_return(store)
+    assert not reply.startswith("ERROR"), reply
+    import json
+
+    got = json.loads(reply)
+    assert got == {
+        "backends": ["embedded", "embedded"],
+        "crc": 0xE3069283,
+        "zstd_roundtrip": True,
+        "zstd_limit": 10,
+        "zstd_corrupt": True,
+        "rows": [1000, 500500, "v999"],
+        "integrity": "SQLITE_CONSTRAINT_PRIMARYKEY",
+    }
+    # The database the guest wrote, read by the host's sqlite3.
+    with sqlite3.connect(str(data / "guest.db")) as ref:
+        assert ref.execute("select count(*), min(v) from t").fetchone() == (1000, "v0")

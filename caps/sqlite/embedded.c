@@ -106,6 +106,26 @@ static int from_core(const score_value *v, wit_value *out) {
     }
 }
 
+/* The generated *_free helpers skip empty lists, so a buffer allocated
+ * before any element was stored needs its own free. */
+static void drop_row(wit_row *row) {
+    if (row->len)
+        exports_pylon_sqlite_sqlite_list_value_free(row);
+    else
+        free(row->ptr);
+    row->ptr = NULL;
+    row->len = 0;
+}
+
+static void drop_rows(exports_pylon_sqlite_sqlite_list_list_value_t *rows) {
+    if (rows->len)
+        exports_pylon_sqlite_sqlite_list_list_value_free(rows);
+    else
+        free(rows->ptr);
+    rows->ptr = NULL;
+    rows->len = 0;
+}
+
 /* The current row as a WIT row. On failure `row` is left empty. */
 static bool read_row(score_stmt *s, wit_row *row, wit_error *err) {
     int n = score_column_count(s);
@@ -117,15 +137,11 @@ static bool read_row(score_stmt *s, wit_row *row, wit_error *err) {
         score_value v;
         score_error e;
         if (score_column(s, i, &v, &e)) {
-            exports_pylon_sqlite_sqlite_list_value_free(row);
-            row->ptr = NULL;
-            row->len = 0;
+            drop_row(row);
             return give_error(&e, err);
         }
         if (!from_core(&v, &row->ptr[i])) {
-            exports_pylon_sqlite_sqlite_list_value_free(row);
-            row->ptr = NULL;
-            row->len = 0;
+            drop_row(row);
             return oom(err);
         }
         row->len = (size_t)i + 1;
@@ -157,9 +173,7 @@ static bool step_into(score_stmt *s, uint32_t max_rows, wit_batch *ret, wit_erro
     for (;;) {
         int rc = score_step(s, &e);
         if (rc < 0) {
-            exports_pylon_sqlite_sqlite_list_list_value_free(&ret->rows);
-            ret->rows.ptr = NULL;
-            ret->rows.len = 0;
+            drop_rows(&ret->rows);
             return give_error(&e, err);
         }
         if (rc == SQLITE_DONE) {
@@ -171,18 +185,14 @@ static bool step_into(score_stmt *s, uint32_t max_rows, wit_batch *ret, wit_erro
             size_t ncap = ret->rows.ptr ? cap * 2 : cap;
             wit_row *p = realloc(ret->rows.ptr, ncap * sizeof *p);
             if (!p) {
-                exports_pylon_sqlite_sqlite_list_list_value_free(&ret->rows);
-                ret->rows.ptr = NULL;
-                ret->rows.len = 0;
+                drop_rows(&ret->rows);
                 return oom(err);
             }
             ret->rows.ptr = p;
             cap = ncap;
         }
         if (!read_row(s, &ret->rows.ptr[ret->rows.len], err)) {
-            exports_pylon_sqlite_sqlite_list_list_value_free(&ret->rows);
-            ret->rows.ptr = NULL;
-            ret->rows.len = 0;
+            drop_rows(&ret->rows);
             score_reset(s, &e);
             return false;
         }
