@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import tarfile
 from dataclasses import dataclass, field
@@ -292,10 +293,14 @@ def wasi_adapter() -> Path:
         '[package]\nname = "pylon-adapter-fetch"\nversion = "0.0.0"\nedition = "2021"\n\n'
         f'[dependencies]\n{crate} = "={version}"\n'
     )
-    result = toolchain.run([cargo, "metadata", "--format-version", "1", "--manifest-path",
-                            str(scratch / "Cargo.toml")], what=f"cargo metadata (fetching {crate} {version})")
-    # cargo prints progress on stderr, which run() merges: the JSON is the last line.
-    meta = json.loads(result.stdout.strip().splitlines()[-1])
+    # Not toolchain.run: that merges stderr (cargo's progress lines) into
+    # the stdout this needs to parse as JSON.
+    result = subprocess.run([cargo, "metadata", "--format-version", "1", "--manifest-path",
+                             str(scratch / "Cargo.toml")], text=True, capture_output=True)
+    if result.returncode != 0:
+        raise BuildError(f"cargo metadata (fetching {crate} {version}) failed (exit {result.returncode}):\n"
+                         f"{result.stderr.strip()}")
+    meta = json.loads(result.stdout)
     manifests = [p["manifest_path"] for p in meta["packages"] if p["name"] == crate]
     if not manifests:
         raise BuildError(f"cargo metadata did not resolve {crate} {version}")
