@@ -19,7 +19,7 @@ import pytest
 
 from pylon.build.micropython import build_micropython, load_static_cap
 from pylon.errors import BuildError, CapError, EngineError
-from pylon.static_runner import node, run_static, script_invocation
+from pylon.static_runner import iwasm, node, run_static, script_invocation
 
 crc32c_ref = pytest.importorskip("crc32c")
 
@@ -282,6 +282,25 @@ def test_exnref_flavour_does_not_load_on_node(exnref_module: Path, tmp_path: Pat
     script = write(tmp_path, "ok.py", "print(1)\n")
     result = run(exnref_module, script, runtime="node")
     assert result.returncode != 0 and "CompileError" in result.stderr
+
+
+needs_iwasm = pytest.mark.skipif(iwasm() is None, reason="WAMR iwasm not built (optional: "
+                                 "docs/micropython-static.md; PYLON_IWASM or PATH)")
+
+
+@needs_iwasm
+def test_legacy_flavour_runs_on_iwasm(legacy_module: Path, exnref_module: Path, tmp_path: Path) -> None:
+    script = write(tmp_path, "sums.py", CRC_SCRIPT)
+    data = tmp_path / "d.bin"
+    data.write_bytes(random.Random(9).randbytes(20_000))
+    result = run(legacy_module, script, str(data), runtime="iwasm")
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0].split()
+    assert int(first[1]) == crc32c_ref.crc32c(data.read_bytes())
+    boom = write(tmp_path, "boom.py", "import sys\nsys.exit(3)\n")
+    assert run(legacy_module, boom, runtime="iwasm").returncode == 3
+    # WAMR rejects the exnref encoding outright.
+    assert run(exnref_module, boom, runtime="iwasm").returncode != 0
 
 
 # -------------------------------------------------------------- bad input

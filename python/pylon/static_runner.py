@@ -159,6 +159,32 @@ def run_static_node(module: Path | str, argv: Sequence[str], env: Pairs = (), pr
                           env=child_env, capture_output=capture, text=capture)
 
 
+def iwasm() -> str | None:
+    """WAMR's iwasm (``PYLON_IWASM`` or PATH), built as docs/micropython-static.md says, or None."""
+    exe = os.environ.get("PYLON_IWASM") or shutil.which("iwasm")
+    return exe if exe and os.access(exe, os.X_OK) else None
+
+
+#: iwasm's classic interpreter keeps wasm frames on its own stack (64 KiB by
+#: default); MicroPython's recursion limit is reached at about 8 MiB.
+IWASM_STACK_BYTES = 8 * 1024 * 1024
+
+
+def run_static_iwasm(module: Path | str, argv: Sequence[str], env: Pairs = (), preopens: Pairs = (),
+                     *, capture: bool = False) -> subprocess.CompletedProcess:
+    """Runs a ``--eh legacy`` module on WAMR's iwasm (classic interpreter with EH)."""
+    exe = iwasm()
+    if exe is None:
+        raise EngineError("iwasm not found: build WAMR as docs/micropython-static.md says, "
+                          "then put iwasm on PATH or set PYLON_IWASM")
+    cmd = [exe, f"--stack-size={IWASM_STACK_BYTES}"]
+    cmd += [f"--env={k}={v}" for k, v in env]
+    cmd += [f"--map-dir={guest}::{host}" for host, guest in preopens]
+    # iwasm takes argv[0] from the module path; the rest follow it.
+    cmd += [str(module), *list(argv)[1:]]
+    return subprocess.run(cmd, capture_output=capture, text=capture)
+
+
 def script_invocation(script: Path | str, args: Sequence[str] = ()) -> tuple[list[str], list[tuple[str, str]]]:
     """argv and preopens for running a host script in the static module.
 
@@ -177,24 +203,26 @@ def run_script(module: Path | str, script: Path | str, args: Sequence[str] = (),
                *, runtime: str = "engine") -> int:
     """Runs ``script`` (a host path) in the static ``module``; returns its exit status.
 
-    ``runtime`` is ``"engine"`` (our engine or wasmtime-py, exnref modules) or
-    ``"node"`` (legacy-EH modules).
+    ``runtime`` is ``"engine"`` (our engine or wasmtime-py, exnref modules),
+    ``"node"`` or ``"iwasm"`` (legacy-EH modules).
     """
     argv, preopens = script_invocation(script, args)
     if runtime == "node":
         return run_static_node(module, argv, env, preopens).returncode
+    if runtime == "iwasm":
+        return run_static_iwasm(module, argv, env, preopens).returncode
     if runtime != "engine":
-        raise EngineError(f"unknown runtime {runtime!r}: use engine or node")
+        raise EngineError(f"unknown runtime {runtime!r}: use engine, node or iwasm")
     return run_static(module, argv, env, preopens)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pylon.static_runner [--runtime engine|node] MODULE SCRIPT [ARG...]``."""
+    """``python -m pylon.static_runner [--runtime engine|node|iwasm] MODULE SCRIPT [ARG...]``."""
     import argparse
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m pylon.static_runner")
-    parser.add_argument("--runtime", choices=("engine", "node"), default="engine")
+    parser.add_argument("--runtime", choices=("engine", "node", "iwasm"), default="engine")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("module")
     parser.add_argument("script")

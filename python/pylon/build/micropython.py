@@ -83,22 +83,29 @@ class StaticCap:
     cflags: tuple[str, ...]
 
 
+_STATIC_KEYS = {"module", "sources", "binding", "include_dirs", "cflags"}
+
+
 def _manifest_table(cap_dir: Path) -> dict | None:
-    """The cap's ``[static]`` table: from ``cap.toml``, else ``static.toml``."""
-    for name in ("cap.toml", "static.toml"):
-        file = cap_dir / name
-        if not file.exists():
-            continue
-        try:
-            doc = tomllib.loads(file.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise CapError(f"{file}: not valid TOML: {exc}") from exc
-        if "static" in doc:
-            table = doc["static"]
-            if not isinstance(table, dict):
-                raise CapError(f"{file}: [static] must be a table")
-            return {**table, "_file": str(file)}
-    return None
+    """The ``[static]`` table of the cap's ``cap.toml`` (None when it has none)."""
+    file = cap_dir / "cap.toml"
+    if not file.exists():
+        return None
+    try:
+        doc = tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise CapError(f"{file}: not valid TOML: {exc}") from exc
+    if "static" not in doc:
+        return None
+    table = doc["static"]
+    if not isinstance(table, dict):
+        raise CapError(f"{file}: [static] must be a table")
+    unknown = sorted(set(table) - _STATIC_KEYS)
+    if unknown:
+        # A typo (say `binding` as `bindings`) must not silently drop a file.
+        raise CapError(f"{file} [static]: unknown key(s) {', '.join(unknown)} "
+                       f"(known: {', '.join(sorted(_STATIC_KEYS))})")
+    return {**table, "_file": str(file)}
 
 
 def load_static_cap(name: str, caps_dir: Path | None = None) -> StaticCap:
@@ -281,7 +288,11 @@ def build_micropython(caps: list[str], eh: str, out: Path | None = None, *, jobs
         work = outdir.with_name(outdir.name + ".partial")
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        _build(src, static_caps, eh, work, jobs=jobs, verbose=verbose)
+        try:
+            _build(src, static_caps, eh, work, jobs=jobs, verbose=verbose)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)  # a failed build leaves nothing behind
+            raise
         shutil.rmtree(outdir, ignore_errors=True)
         work.rename(outdir)
     if out is not None:
