@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use wasmtime::error::Context;
+use wasmtime::Result;
 use wasmtime::{Linker, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx};

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use wasmtime::Result;
 use wasmtime::{Config, Engine};
 
 use crate::cache::CompileCache;

@@ -21,7 +21,7 @@ fn pylon_error(py: Python<'_>, class: &str, message: String) -> PyErr {
 }
 
 /// An engine failure (compile, link, instantiate, trap) as `EngineError`.
-pub fn engine_error(err: anyhow::Error) -> PyErr {
+pub fn engine_error(err: wasmtime::Error) -> PyErr {
     Python::attach(|py| pylon_error(py, "EngineError", format!("{err:#}")))
 }
 

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use wasmtime::error::Context;
+use wasmtime::{format_err, Result};
 use pyo3::prelude::*;
 use wasmtime::component::Linker;
 use wasmtime::{Store, UpdateDeadline};
@@ -93,10 +94,10 @@ pub fn run_guest(
     let instance = linker.instantiate(&mut store, &component).context("cannot instantiate the guest")?;
     let entry = instance
         .get_export_index(&mut store, None, ENTRY_INTERFACE)
-        .ok_or_else(|| anyhow!("the guest does not export {ENTRY_INTERFACE}: is it a Pylon guest?"))?;
+        .ok_or_else(|| format_err!("the guest does not export {ENTRY_INTERFACE}: is it a Pylon guest?"))?;
     let run_index = instance
         .get_export_index(&mut store, Some(&entry), "run")
-        .ok_or_else(|| anyhow!("{ENTRY_INTERFACE} has no `run`"))?;
+        .ok_or_else(|| format_err!("{ENTRY_INTERFACE} has no `run`"))?;
     let func = instance
         .get_typed_func::<(Vec<String>, Vec<(String, String)>, String), (i32,)>(&mut store, &run_index)
         .context("the guest's entry has the wrong signature")?;

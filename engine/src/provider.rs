@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use wasmtime::{format_err, Result};
 use pyo3::prelude::*;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap};
@@ -29,7 +29,7 @@ const MAX_METHOD_LEN: usize = 128;
 /// Everything the engine needs to instantiate one provider: where its
 /// verified blob is and what it may use. Built by Python after the trust
 /// gate; the engine trusts it.
-#[pyclass(module = "pylon._engine", frozen, get_all)]
+#[pyclass(module = "pylon._engine", frozen, get_all, from_py_object)]
 #[derive(Clone, Debug)]
 pub struct ProviderSpec {
     /// The cap's name in the plan.
@@ -97,7 +97,7 @@ impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
         if desired > self.max_bytes {
             self.hit = true;
-            return Err(anyhow!("memory limit of {} MiB exceeded", self.max_bytes >> 20));
+            return Err(format_err!("memory limit of {} MiB exceeded", self.max_bytes >> 20));
         }
         Ok(true)
     }
@@ -162,12 +162,12 @@ impl LiveProvider {
         store.epoch_deadline_trap();
         let linker = if spec.wasi { &linkers.wasi } else { &linkers.bare };
         let pre = linker.instantiate_pre(&component).map_err(|e| {
-            anyhow!("cap '{}' cannot be linked (it needs imports the plan does not grant?): {e:#}", spec.name)
+            format_err!("cap '{}' cannot be linked (it needs imports the plan does not grant?): {e:#}", spec.name)
         })?;
         let cap = CapPre::new(pre)
-            .map_err(|e| anyhow!("cap '{}' does not export compose:dynlink/provider@0.1.0: {e:#}", spec.name))?
+            .map_err(|e| format_err!("cap '{}' does not export compose:dynlink/provider@0.1.0: {e:#}", spec.name))?
             .instantiate(&mut store)
-            .map_err(|e| anyhow!("cap '{}' failed to start: {e:#}", spec.name))?;
+            .map_err(|e| format_err!("cap '{}' failed to start: {e:#}", spec.name))?;
         Ok(LiveProvider { spec, store, cap, deadline_ticks, dead: None })
     }
 
@@ -211,7 +211,7 @@ impl LiveProvider {
         }
     }
 
-    fn classify(&mut self, err: anyhow::Error) -> DynError {
+    fn classify(&mut self, err: wasmtime::Error) -> DynError {
         let name = &self.spec.name;
         if self.store.data().limiter.hit {
             return DynError::LimitExceeded(format!(

@@ -100,7 +100,7 @@ impl Engine {
     /// returns where it came from: "memory", "disk" or "compiled".
     #[pyo3(signature = (path, digest=String::new(), *, core=false))]
     fn precompile(&self, py: Python<'_>, path: PathBuf, digest: String, core: bool) -> PyResult<&'static str> {
-        let origin: anyhow::Result<Origin> = py.detach(|| {
+        let origin: wasmtime::Result<Origin> = py.detach(|| {
             let engine = &self.shared.engine;
             Ok(if core {
                 self.shared.cache.module(engine, &path, &digest)?.1
