@@ -8,6 +8,7 @@ not load here; run it with :func:`run_static_node` (or WAMR's iwasm, see
 docs/micropython-static.md).
 
 stdin, stdout and stderr are the host process's own file descriptors.
+``PYLON_STATIC_RUNNER=wasmtime-py`` forces wasmtime-py even when the engine is there.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ process.exitCode = wasi.start(instance);
 
 
 def _engine_runner():
+    # PYLON_STATIC_RUNNER=wasmtime-py forces the fallback (tests, comparisons).
+    if os.environ.get("PYLON_STATIC_RUNNER") == "wasmtime-py":
+        return None
     try:
         from pylon import _engine  # type: ignore[attr-defined]
     except ImportError:
@@ -54,6 +58,25 @@ def _engine_runner():
     if engine_cls is None or not hasattr(engine_cls, "run_core_p1"):
         return None
     return engine_cls
+
+
+_ENGINE = None
+
+
+def _engine():
+    """One engine per process (each has an epoch thread and a compile cache)."""
+    global _ENGINE
+    if _ENGINE is None:
+        from pylon import paths
+
+        _ENGINE = _engine_runner()(str(paths.compiled_root()))
+    return _ENGINE
+
+
+def _legacy_hint(message: str) -> str:
+    if "legacy_exceptions" in message or "legacy exceptions" in message:
+        return " (this module was built with --eh legacy; wasmtime needs --eh exnref)"
+    return ""
 
 
 def backend() -> str:
@@ -72,9 +95,17 @@ def run_static(module: Path | str, argv: Sequence[str], env: Pairs = (), preopen
     module = Path(module)
     if not module.is_file():
         raise EngineError(f"no such module: {module}")
-    engine_cls = _engine_runner()
-    if engine_cls is not None:
-        return int(engine_cls().run_core_p1(str(module), list(argv), list(env), list(preopens)))
+    if _engine_runner() is not None:
+        try:
+            # Preopens writable: a script may write next to itself (MicroPython
+            # writes no bytecode caches, so nothing appears uninvited).
+            return int(_engine().run_core_p1(str(module), argv=list(argv), env=[tuple(p) for p in env],
+                                             preopens=[(str(h), g, False) for h, g in preopens]))
+        except EngineError as exc:
+            hint = _legacy_hint(str(exc))
+            if hint:
+                raise EngineError(f"cannot compile {module}{hint}: {exc}") from exc
+            raise
     return _run_wasmtime_py(module, argv, env, preopens)
 
 
@@ -101,9 +132,7 @@ def _run_wasmtime_py(module: Path, argv: Sequence[str], env: Pairs, preopens: Pa
     try:
         compiled = wasmtime.Module.from_file(engine, str(module))
     except wasmtime.WasmtimeError as exc:
-        hint = ""
-        if "legacy_exceptions" in str(exc):
-            hint = " (this module was built with --eh legacy; wasmtime needs --eh exnref)"
+        hint = _legacy_hint(str(exc))
         raise EngineError(f"cannot compile {module}{hint}: {exc}") from exc
     linker = wasmtime.Linker(engine)
     linker.define_wasi()

@@ -58,7 +58,7 @@ CAPS_DIR = paths.SOURCE_ROOT / "caps"
 #: The port's own C files (everything else comes from py/ or the caps).
 PORT_SOURCES = ("main.c", "stdio.c")
 
-#: C stack for the module; main.c's C_STACK_BYTES must agree.
+#: Shadow (C) stack for the module; main.c checks recursion against a lower limit.
 STACK_BYTES = 1024 * 1024
 
 #: At most two compilers at once: the build machines have two cores, shared.
