@@ -8,9 +8,11 @@ wasmtime-wasi, cbor2's pure-Python wheel, and the componentize-py version.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,20 +75,23 @@ def build_guest(*, force: bool = False) -> BuiltGuest:
     out = out_dir / "pylon.wasm"
     if out.exists() and not force:
         return BuiltGuest(out, "sha256:" + hashlib.sha256(out.read_bytes()).hexdigest())
-    work = out_dir.with_name(out_dir.name + ".work")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    wit_dir = wit.guest_wit(work / "wit")
-    deps = _fetch_cbor2(work / "deps")
-    print("pylon: building the guest with componentize-py (about 20 s)...", file=sys.stderr)
-    tmp_out = work / "pylon.wasm"
-    toolchain.run(
-        [toolchain.componentize_py(), "-d", str(wit_dir), "-w", WORLD, "componentize",
-         "-p", str(root / "guest"), "-p", str(root / "guest" / "python"), "-p", str(deps),
-         "app", "-o", str(tmp_out)],
-        what="componentize-py (guest)",
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_out.replace(out)
-    shutil.rmtree(work, ignore_errors=True)
+    # A private work folder: two builds may run at once (two terminals, a test
+    # run beside a setup); each finishes with an atomic rename of the same bytes.
+    paths.build_root().mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.work-", dir=paths.build_root()))
+    try:
+        wit_dir = wit.guest_wit(work / "wit")
+        deps = _fetch_cbor2(work / "deps")
+        print("pylon: building the guest with componentize-py (about 20 s)...", file=sys.stderr)
+        tmp_out = work / "pylon.wasm"
+        toolchain.run(
+            [toolchain.componentize_py(), "-d", str(wit_dir), "-w", WORLD, "componentize",
+             "-p", str(root / "guest"), "-p", str(root / "guest" / "python"), "-p", str(deps),
+             "app", "-o", str(tmp_out)],
+            what="componentize-py (guest)",
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_out, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return BuiltGuest(out, "sha256:" + hashlib.sha256(out.read_bytes()).hexdigest())
