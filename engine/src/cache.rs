@@ -12,10 +12,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use wasmtime::error::Context;
-use wasmtime::Result;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
+use wasmtime::error::Context;
+use wasmtime::Result;
 use wasmtime::{Engine, Module};
 
 /// Whether a load compiled or came from the cache (reported to benchmarks).
@@ -74,7 +74,12 @@ impl CompileCache {
     ///
     /// # Errors
     /// When the file cannot be read or wasmtime cannot compile it.
-    pub fn component(&self, engine: &Engine, path: &Path, digest: &str) -> Result<(Component, Origin)> {
+    pub fn component(
+        &self,
+        engine: &Engine,
+        path: &Path,
+        digest: &str,
+    ) -> Result<(Component, Origin)> {
         let key = self.key(path, digest)?;
         if let Some(c) = self.components.lock().unwrap().get(&key) {
             return Ok((c.clone(), Origin::Memory));
@@ -90,7 +95,10 @@ impl CompileCache {
             Some(p) => (self.compile_component(engine, path, &p)?, Origin::Compiled),
             None => (Component::from_file(engine, path)?, Origin::Compiled),
         };
-        self.components.lock().unwrap().insert(key, component.clone());
+        self.components
+            .lock()
+            .unwrap()
+            .insert(key, component.clone());
         Ok((component, origin))
     }
 
@@ -119,14 +127,19 @@ impl CompileCache {
     /// Whether `digest` is compiled already (in memory or on disk), so that
     /// loading it compiles nothing and reads no wasm.
     pub fn is_cached(&self, digest: &str, core: bool) -> bool {
-        let Some(hex) = digest.strip_prefix("sha256:") else { return false };
+        let Some(hex) = digest.strip_prefix("sha256:") else {
+            return false;
+        };
         let key = format!("{hex}-{}", self.engine_key);
         let in_memory = if core {
             self.modules.lock().unwrap().contains_key(&key)
         } else {
             self.components.lock().unwrap().contains_key(&key)
         };
-        in_memory || self.disk_path(&key, if core { "cmod" } else { "cwasm" }).is_some_and(|p| p.exists())
+        in_memory
+            || self
+                .disk_path(&key, if core { "cmod" } else { "cwasm" })
+                .is_some_and(|p| p.exists())
     }
 
     fn key(&self, path: &Path, digest: &str) -> Result<String> {

@@ -33,14 +33,26 @@ pub fn run_core_p1(
     let mut wasi = WasiCtx::builder();
     wasi.inherit_stdio().args(argv).envs(env);
     for p in preopens {
-        let perms = if p.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        let perms = if p.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
         wasi.preopened_dir(&p.host_path, &p.guest_path, perms)
-            .with_context(|| format!("cannot preopen {} as {}", p.host_path.display(), p.guest_path))?;
+            .with_context(|| {
+                format!(
+                    "cannot preopen {} as {}",
+                    p.host_path.display(),
+                    p.guest_path
+                )
+            })?;
     }
     let mut store = Store::new(&shared.engine, wasi.build_p1());
     store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Continue(1_000)));
     store.set_epoch_deadline(1_000);
-    let instance = linker.instantiate(&mut store, &module).context("cannot instantiate the module")?;
+    let instance = linker
+        .instantiate(&mut store, &module)
+        .context("cannot instantiate the module")?;
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
         .context("the module has no `_start` (is it a wasi-p1 command?)")?;

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wasmtime::error::Context;
-use wasmtime::{format_err, Result};
 use pyo3::prelude::*;
 use wasmtime::component::Linker;
+use wasmtime::error::Context;
+use wasmtime::{format_err, Result};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
@@ -77,11 +77,24 @@ pub fn run_guest(
         .with_context(|| format!("cannot load the guest {}", run.path.display()))?;
 
     let mut wasi = WasiCtx::builder();
-    wasi.inherit_stdio().args(&run.argv).envs(&run.env).initial_cwd(&run.cwd);
+    wasi.inherit_stdio()
+        .args(&run.argv)
+        .envs(&run.env)
+        .initial_cwd(&run.cwd);
     for p in &run.preopens {
-        let perms = if p.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+        let perms = if p.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
         wasi.preopened_dir(&p.host_path, &p.guest_path, perms)
-            .with_context(|| format!("cannot preopen {} as {}", p.host_path.display(), p.guest_path))?;
+            .with_context(|| {
+                format!(
+                    "cannot preopen {} as {}",
+                    p.host_path.display(),
+                    p.guest_path
+                )
+            })?;
     }
     let state = GuestState::new(wasi.build(), shared.clone(), linkers.clone(), run.resolver);
     let mut store = Store::new(&shared.engine, state);
@@ -91,15 +104,21 @@ pub fn run_guest(
     store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1_000)));
     store.set_epoch_deadline(1_000);
 
-    let instance = linker.instantiate(&mut store, &component).context("cannot instantiate the guest")?;
+    let instance = linker
+        .instantiate(&mut store, &component)
+        .context("cannot instantiate the guest")?;
     let entry = instance
         .get_export_index(&mut store, None, ENTRY_INTERFACE)
-        .ok_or_else(|| format_err!("the guest does not export {ENTRY_INTERFACE}: is it a Pylon guest?"))?;
+        .ok_or_else(|| {
+            format_err!("the guest does not export {ENTRY_INTERFACE}: is it a Pylon guest?")
+        })?;
     let run_index = instance
         .get_export_index(&mut store, Some(&entry), "run")
         .ok_or_else(|| format_err!("{ENTRY_INTERFACE} has no `run`"))?;
     let func = instance
-        .get_typed_func::<(Vec<String>, Vec<(String, String)>, String), (i32,)>(&mut store, &run_index)
+        .get_typed_func::<(Vec<String>, Vec<(String, String)>, String), (i32,)>(
+            &mut store, &run_index,
+        )
         .context("the guest's entry has the wrong signature")?;
     match func.call(&mut store, (run.argv, run.env, run.cwd)) {
         Ok((code,)) => Ok(code),

@@ -32,17 +32,32 @@ pub struct GuestState {
 impl GuestState {
     /// State for one guest run; `resolver` is the Python callable
     /// `resolver(name) -> ProviderSpec` (raising to refuse).
-    pub fn new(wasi: WasiCtx, shared: Arc<Shared>, linkers: Arc<ProviderLinkers>, resolver: Option<Py<PyAny>>) -> Self {
-        GuestState { wasi, table: ResourceTable::new(), shared, linkers, resolver }
+    pub fn new(
+        wasi: WasiCtx,
+        shared: Arc<Shared>,
+        linkers: Arc<ProviderLinkers>,
+        resolver: Option<Py<PyAny>>,
+    ) -> Self {
+        GuestState {
+            wasi,
+            table: ResourceTable::new(),
+            shared,
+            linkers,
+            resolver,
+        }
     }
 
     fn ask_resolver(&self, name: &str) -> Result<ProviderSpec, DynError> {
         let Some(resolver) = &self.resolver else {
-            return Err(DynError::NotFound(format!("cap '{name}': this run has no plan to resolve caps from")));
+            return Err(DynError::NotFound(format!(
+                "cap '{name}': this run has no plan to resolve caps from"
+            )));
         };
         Python::attach(|py| match resolver.call1(py, (name,)) {
             Ok(obj) => obj.extract::<ProviderSpec>(py).map_err(|e| {
-                DynError::NotFound(format!("cap '{name}': resolver returned no ProviderSpec: {e}"))
+                DynError::NotFound(format!(
+                    "cap '{name}': resolver returned no ProviderSpec: {e}"
+                ))
             }),
             Err(err) => Err(refusal_from_python(py, name, err)),
         })
@@ -58,13 +73,19 @@ fn refusal_from_python(py: Python<'_>, name: &str, err: PyErr) -> DynError {
         .getattr("dynlink_kind")
         .and_then(|k| k.extract())
         .unwrap_or_else(|_| "not-found".to_string());
-    let message = value.str().map(|s| s.to_string()).unwrap_or_else(|_| format!("cap '{name}' could not be resolved"));
+    let message = value
+        .str()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| format!("cap '{name}' could not be resolved"));
     DynError::from_kind(&kind, message)
 }
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -82,7 +103,12 @@ impl Host for GuestState {
 }
 
 impl HostInstance for GuestState {
-    fn invoke(&mut self, this: Resource<LiveProvider>, method: String, payload: Vec<u8>) -> Result<Vec<u8>, DynError> {
+    fn invoke(
+        &mut self,
+        this: Resource<LiveProvider>,
+        method: String,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, DynError> {
         match self.table.get_mut(&this) {
             Ok(live) => live.invoke(&method, &payload),
             Err(e) => Err(DynError::NotFound(format!("stale instance handle: {e}"))),
@@ -90,7 +116,10 @@ impl HostInstance for GuestState {
     }
 
     fn shim(&mut self, this: Resource<LiveProvider>) -> Option<String> {
-        self.table.get(&this).ok().and_then(|live| live.spec().shim.clone())
+        self.table
+            .get(&this)
+            .ok()
+            .and_then(|live| live.spec().shim.clone())
     }
 
     fn drop(&mut self, this: Resource<LiveProvider>) -> wasmtime::Result<()> {

@@ -13,9 +13,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wasmtime::{format_err, Result};
 use pyo3::prelude::*;
 use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{format_err, Result};
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -65,11 +65,23 @@ impl ProviderSpec {
         wasi: bool,
         shim: Option<String>,
     ) -> Self {
-        ProviderSpec { name, path, digest, memory_bytes, timeout_ms, max_payload_bytes, wasi, shim }
+        ProviderSpec {
+            name,
+            path,
+            digest,
+            memory_bytes,
+            timeout_ms,
+            max_payload_bytes,
+            wasi,
+            shim,
+        }
     }
 
     fn __repr__(&self) -> String {
-        format!("ProviderSpec(name={:?}, digest={:?})", self.name, self.digest)
+        format!(
+            "ProviderSpec(name={:?}, digest={:?})",
+            self.name, self.digest
+        )
     }
 }
 
@@ -82,7 +94,10 @@ pub struct ProviderState {
 
 impl WasiView for ProviderState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -94,15 +109,28 @@ struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
         if desired > self.max_bytes {
             self.hit = true;
-            return Err(format_err!("memory limit of {} MiB exceeded", self.max_bytes >> 20));
+            return Err(format_err!(
+                "memory limit of {} MiB exceeded",
+                self.max_bytes >> 20
+            ));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -144,10 +172,19 @@ impl LiveProvider {
     /// When the component cannot be compiled, does not export
     /// `compose:dynlink/provider`, needs imports it was not granted, or its
     /// start-up traps.
-    pub fn instantiate(shared: &Arc<Shared>, linkers: &ProviderLinkers, spec: ProviderSpec) -> Result<Self> {
-        let (component, _) = shared.cache.component(&shared.engine, &spec.path, &spec.digest)?;
+    pub fn instantiate(
+        shared: &Arc<Shared>,
+        linkers: &ProviderLinkers,
+        spec: ProviderSpec,
+    ) -> Result<Self> {
+        let (component, _) = shared
+            .cache
+            .component(&shared.engine, &spec.path, &spec.digest)?;
         let state = ProviderState {
-            limiter: MemoryLimiter { max_bytes: spec.memory_bytes as usize, hit: false },
+            limiter: MemoryLimiter {
+                max_bytes: spec.memory_bytes as usize,
+                hit: false,
+            },
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
         };
@@ -160,15 +197,33 @@ impl LiveProvider {
         let deadline_ticks = ticks_for_ms(spec.timeout_ms);
         store.set_epoch_deadline(deadline_ticks);
         store.epoch_deadline_trap();
-        let linker = if spec.wasi { &linkers.wasi } else { &linkers.bare };
+        let linker = if spec.wasi {
+            &linkers.wasi
+        } else {
+            &linkers.bare
+        };
         let pre = linker.instantiate_pre(&component).map_err(|e| {
-            format_err!("cap '{}' cannot be linked (it needs imports the plan does not grant?): {e:#}", spec.name)
+            format_err!(
+                "cap '{}' cannot be linked (it needs imports the plan does not grant?): {e:#}",
+                spec.name
+            )
         })?;
         let cap = CapPre::new(pre)
-            .map_err(|e| format_err!("cap '{}' does not export compose:dynlink/provider@0.1.0: {e:#}", spec.name))?
+            .map_err(|e| {
+                format_err!(
+                    "cap '{}' does not export compose:dynlink/provider@0.1.0: {e:#}",
+                    spec.name
+                )
+            })?
             .instantiate(&mut store)
             .map_err(|e| format_err!("cap '{}' failed to start: {e:#}", spec.name))?;
-        Ok(LiveProvider { spec, store, cap, deadline_ticks, dead: None })
+        Ok(LiveProvider {
+            spec,
+            store,
+            cap,
+            deadline_ticks,
+            dead: None,
+        })
     }
 
     /// The cap's spec (name, digest, limits, shim).
@@ -185,9 +240,14 @@ impl LiveProvider {
     pub fn invoke(&mut self, method: &str, payload: &[u8]) -> Result<Vec<u8>, DynError> {
         let name = &self.spec.name;
         if let Some(why) = &self.dead {
-            return Err(DynError::Trapped(format!("cap '{name}' is dead after an earlier failure: {why}")));
+            return Err(DynError::Trapped(format!(
+                "cap '{name}' is dead after an earlier failure: {why}"
+            )));
         }
-        if method.is_empty() || method.len() > MAX_METHOD_LEN || !method.bytes().all(|b| b.is_ascii_graphic()) {
+        if method.is_empty()
+            || method.len() > MAX_METHOD_LEN
+            || !method.bytes().all(|b| b.is_ascii_graphic())
+        {
             return Err(DynError::BadMethod(format!(
                 "method names are 1-{MAX_METHOD_LEN} printable ASCII characters, got {method:?}"
             )));
@@ -200,7 +260,11 @@ impl LiveProvider {
             )));
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
-        match self.cap.compose_dynlink_provider().call_invoke(&mut self.store, method, payload) {
+        match self
+            .cap
+            .compose_dynlink_provider()
+            .call_invoke(&mut self.store, method, payload)
+        {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(e.into()),
             Err(err) => {

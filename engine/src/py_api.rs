@@ -30,7 +30,11 @@ pub struct Engine {
 
 fn preopens(list: Vec<(PathBuf, String, bool)>) -> Vec<Preopen> {
     list.into_iter()
-        .map(|(host_path, guest_path, read_only)| Preopen { host_path, guest_path, read_only })
+        .map(|(host_path, guest_path, read_only)| Preopen {
+            host_path,
+            guest_path,
+            read_only,
+        })
         .collect()
 }
 
@@ -43,7 +47,11 @@ impl Engine {
         let shared = Shared::new(cache_dir).map_err(engine_error)?;
         let guest_linker = guest_linker(&shared).map_err(engine_error)?;
         let provider_linkers = Arc::new(ProviderLinkers::new(&shared).map_err(engine_error)?);
-        Ok(Engine { shared, guest_linker, provider_linkers })
+        Ok(Engine {
+            shared,
+            guest_linker,
+            provider_linkers,
+        })
     }
 
     /// Runs the guest component once; returns its exit status.
@@ -60,9 +68,24 @@ impl Engine {
         preopens: Vec<(PathBuf, String, bool)>,
         resolver: Option<Py<PyAny>>,
     ) -> PyResult<i32> {
-        let run = GuestRun { path, digest, argv, env, cwd, preopens: self::preopens(preopens), resolver };
-        py.detach(|| run_guest(&self.shared, &self.guest_linker, &self.provider_linkers, run))
-            .map_err(engine_error)
+        let run = GuestRun {
+            path,
+            digest,
+            argv,
+            env,
+            cwd,
+            preopens: self::preopens(preopens),
+            resolver,
+        };
+        py.detach(|| {
+            run_guest(
+                &self.shared,
+                &self.guest_linker,
+                &self.provider_linkers,
+                run,
+            )
+        })
+        .map_err(engine_error)
     }
 
     /// Runs a wasi-preview1 core module's `_start`; returns its exit status.
@@ -77,8 +100,10 @@ impl Engine {
         digest: String,
     ) -> PyResult<i32> {
         let preopens = self::preopens(preopens);
-        py.detach(|| crate::core_p1::run_core_p1(&self.shared, &path, &digest, &argv, &env, &preopens))
-            .map_err(engine_error)
+        py.detach(|| {
+            crate::core_p1::run_core_p1(&self.shared, &path, &digest, &argv, &env, &preopens)
+        })
+        .map_err(engine_error)
     }
 
     /// Instantiates a provider directly, for host-side calls (tests,
@@ -87,7 +112,9 @@ impl Engine {
         let live = py
             .detach(|| LiveProvider::instantiate(&self.shared, &self.provider_linkers, spec))
             .map_err(engine_error)?;
-        Ok(Provider { live: Mutex::new(live) })
+        Ok(Provider {
+            live: Mutex::new(live),
+        })
     }
 
     /// Whether `digest` is already compiled (memory or disk cache).
@@ -99,7 +126,13 @@ impl Engine {
     /// Compiles (or loads from the cache) a component or core module;
     /// returns where it came from: "memory", "disk" or "compiled".
     #[pyo3(signature = (path, digest=String::new(), *, core=false))]
-    fn precompile(&self, py: Python<'_>, path: PathBuf, digest: String, core: bool) -> PyResult<&'static str> {
+    fn precompile(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        digest: String,
+        core: bool,
+    ) -> PyResult<&'static str> {
         let origin: wasmtime::Result<Origin> = py.detach(|| {
             let engine = &self.shared.engine;
             Ok(if core {
@@ -122,7 +155,12 @@ pub struct Provider {
 impl Provider {
     /// Calls `method` with `payload`; raises `pylon.errors.CapError` (with
     /// `.kind`) when the cap refuses, traps or hits a limit.
-    fn invoke<'py>(&self, py: Python<'py>, method: &str, payload: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    fn invoke<'py>(
+        &self,
+        py: Python<'py>,
+        method: &str,
+        payload: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let reply = py.detach(|| self.live.lock().unwrap().invoke(method, payload));
         match reply {
             Ok(bytes) => Ok(PyBytes::new(py, &bytes)),
