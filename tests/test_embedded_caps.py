@@ -693,13 +693,18 @@ def test_sqlite_database_persists_across_instances_and_to_cpython(dbdir: Path) -
     ref = sqlite3.connect(str(dbdir / "app.db"))
     assert ours == ref.execute("select * from kv order by k").fetchall()
     assert len(ours) == 50
-    # The other way round: CPython writes, the cap reads.
+    conn.close()
+    # The other way round: CPython writes, the next connection reads. (Not
+    # while one is open: the cap holds files in exclusive locking mode, so it
+    # keeps its cache and does not see other writers; see sqlite.wit.)
     ref.execute("insert into kv values ('host', x'ff', 1.25)")
     ref.commit()
     ref.close()
+    conn = second.connect("/data/app.db")
     assert conn.execute("select v, n from kv where k = 'host'").fetchone() == (b"\xff", 1.25)
     assert conn.execute("pragma integrity_check").fetchone() == ("ok",)
     conn.close()
+    assert not (dbdir / "app.db-journal").exists()
 
 
 def test_sqlite_errors_match_sqlite3_classes(gsqlite: types.ModuleType, dbdir: Path) -> None:

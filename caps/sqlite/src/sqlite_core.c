@@ -100,6 +100,13 @@ int score_open(const char *path, size_t len, score_conn **out, score_error *err)
     sqlite3_extended_result_codes(db, 1);
     /* Python's sqlite3 default timeout is 5 s; keep the same wait. */
     sqlite3_busy_timeout(db, 5000);
+    /* This build takes no file locks (VFS unix-none: WASI has none), so
+     * "normal" locking mode buys no safety, yet it re-checks the journal and
+     * the file's change counter at the start of every read transaction:
+     * several WASI calls per statement, a point select 5x slower on a file.
+     * Exclusive mode keeps the page cache between transactions instead. */
+    if (len && !(len == 8 && memcmp(path, ":memory:", 8) == 0))
+        sqlite3_exec(db, "PRAGMA locking_mode=EXCLUSIVE", NULL, NULL, NULL);
     score_conn *c = calloc(1, sizeof *c);
     if (!c) {
         sqlite3_close_v2(db);
