@@ -267,12 +267,12 @@ def test_run_passes_everything_after_script_to_it(runtime: list[dict[str, Any]])
     assert result.exit_code == 7, result.output
     assert runtime == [{"plan": Path("app.json"), "script": "exit7.py", "code": None,
                         "args": ["-v", "--flag", "-c", "notcode", "--env", "C=3", "--", "--plan"],
-                        "env": {"A": "1", "B": "x=y"}}]
+                        "env": {"A": "1", "B": "x=y"}, "dirs": []}]
 
 
 def test_run_code_and_double_dash(runtime: list[dict[str, Any]]) -> None:
     assert invoke("run", "-c", "print(1)", "a", "-b").exit_code == 0
-    assert runtime[-1] == {"plan": None, "script": None, "code": "print(1)", "args": ["a", "-b"], "env": {}}
+    assert runtime[-1] == {"plan": None, "script": None, "code": "print(1)", "args": ["a", "-b"], "env": {}, "dirs": []}
     assert invoke("run", "--", "script.py", "-x").exit_code == 0
     assert runtime[-1]["script"] == "script.py" and runtime[-1]["args"] == ["-x"]
 
@@ -336,4 +336,4 @@ def test_subprocess_run_exit_code_and_dash_args(env: dict[str, str]) -> None:
     assert proc.returncode == 42, proc.stderr
     seen = json.loads(proc.stdout)
     assert seen == {"plan": "None", "script": "script.py", "code": None,
-                    "args": ["-x", "--help", "--", "-c"], "env": {"K": "V"}}
+                    "args": ["-x", "--help", "--", "-c"], "env": {"K": "V"}, "dirs": []}

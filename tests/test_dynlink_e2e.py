@@ -318,3 +318,21 @@ def test_unimported_cap_is_never_fetched(pylon: Pylon, tmp_path: Path) -> None:
     plan.write_text(json.dumps(doc))
     result = pylon.run_code("print('no caps used')", plan=plan)
     assert result.returncode == 0 and result.stdout == "no caps used\n", result.stderr
+
+
+def test_dir_option_opens_another_folder(pylon: Pylon, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "numbers.txt").write_text("1 2 3")
+    script_dir = tmp_path / "app"
+    script_dir.mkdir()
+    script = write(script_dir / "sum.py", f"""
+        import sys
+        total = sum(map(int, open({str(data / 'numbers.txt')!r}).read().split()))
+        open({str(data / 'total.txt')!r}, "w").write(str(total))
+    """)
+    closed = pylon.run_script(script)
+    assert closed.returncode == 1 and "numbers.txt" in closed.stderr  # not preopened: no access
+    opened = pylon.composectl("run", "--dir", str(data), str(script))
+    assert opened.returncode == 0, opened.stderr
+    assert (data / "total.txt").read_text() == "6"

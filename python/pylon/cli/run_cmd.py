@@ -30,7 +30,8 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 def run(
     plan: Annotated[Path | None, typer.Option(
-        "--plan", metavar="PLAN", help="The plan naming the guest and caps. Default: the stock guest, no caps.",
+        "--plan", metavar="PLAN", help="The plan naming the guest and caps. Default: the default plan "
+        "`composectl setup` wrote (the stock guest and caps).",
         dir_okay=False)] = None,
     code: Annotated[str | None, typer.Option(
         "-c", metavar="CODE", help="Program passed in as a string (like python -c); SCRIPT and ARGS become its argv.")
@@ -38,6 +39,9 @@ def run(
     env: Annotated[list[str] | None, typer.Option(
         "--env", metavar="K=V", help="Set an environment variable in the guest, K=V; repeatable. "
                       "The guest sees no host environment otherwise.")] = None,
+    dirs: Annotated[list[Path] | None, typer.Option(
+        "--dir", metavar="DIR", help="Let the guest read and write host folder DIR (at the same path); "
+        "repeatable. The script's own folder is always open.", file_okay=False, exists=True)] = None,
     script: Annotated[str | None, typer.Argument(
         metavar="SCRIPT", help="The Python script to run in the guest.", show_default=False)] = None,
     args: Annotated[list[str] | None, typer.Argument(
@@ -61,7 +65,7 @@ def run(
     from pylon.cli.progress import fetch_progress
 
     status = runtime.run(plan=plan, script=script, code=code, args=argv, env=environment,
-                         progress=fetch_progress)
+                         dirs=list(dirs or []), progress=fetch_progress)
     raise typer.Exit(int(status or 0))
 
 
