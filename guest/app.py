@@ -16,6 +16,13 @@ import pylon._lazy
 import pylon._runner
 import pylon.dynlink  # noqa: F401  (pre-imported so user scripts find it instantly)
 
+# Cap modules with one API for embedded and dynlink caps. Each binds the typed
+# import at import time when this build's world has it, which must happen now
+# for componentize-py to bundle the binding; none resolves anything yet.
+import crc32c  # noqa: F401
+import pylon.sqlite  # noqa: F401
+import pylon.zstd  # noqa: F401
+
 pylon._stdlib.preimport_all()
 pylon._lazy.install()
 

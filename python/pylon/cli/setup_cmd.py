@@ -25,22 +25,60 @@ def setup() -> None:
     typer.echo(result.guest_digest)
 
 
+PROFILES = ("cpython", "micropython-static")
+
+
 def build(
     out: Annotated[Path | None, typer.Option(
-        "-o", "--output", metavar="FILE", help="Copy the built guest to FILE.")] = None,
+        "-o", "--output", metavar="FILE", help="Copy the built module to FILE.")] = None,
+    profile: Annotated[str, typer.Option(
+        "--profile", metavar="PROFILE",
+        help="cpython: pylon.wasm, a component (default). micropython-static: one flat wasi-preview1 "
+             "module with caps' C folded in, for runtimes without the component model.")] = "cpython",
+    with_caps: Annotated[list[str] | None, typer.Option(
+        "--with", metavar="CAP", help="Embed exactly these caps (repeatable). cpython default: crc32c, "
+        "sqlite, zstd; micropython-static: required.")] = None,
+    without_caps: Annotated[list[str] | None, typer.Option(
+        "--without", metavar="CAP", help="cpython: embed the stock caps but CAP (repeatable); "
+        "a cap left out is still reachable by runtime dynlink.")] = None,
+    eh: Annotated[str, typer.Option(
+        "--eh", metavar="FLAVOUR", help="micropython-static: wasm exception handling, exnref (wasmtime, "
+        "our engine) or legacy (runtimes on the legacy proposal: WAMR iwasm, node).")] = "exnref",
 ) -> None:
-    """Build the guest (pylon.wasm) and print its digest and path."""
+    """Build pylon.wasm (lean, fat or stock) or the MicroPython static module; print digest and path."""
+    import hashlib
     import shutil
 
-    from pylon.build.guest import build_guest
+    from pylon.errors import BuildError
 
-    guest = build_guest()
-    path = guest.path
-    if out is not None:
-        shutil.copyfile(path, out)
-        path = out
-    say(f"built pylon.wasm ({path.stat().st_size / 2**20:.1f} MiB)")
-    typer.echo(f"{guest.digest} {path}")
+    if profile not in PROFILES:
+        raise BuildError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
+    if profile == "micropython-static":
+        from pylon.build.micropython import build_micropython
+
+        if without_caps:
+            raise BuildError("--without applies to the cpython profile; list the caps to fold in with --with")
+        if not with_caps:
+            raise BuildError("the micropython-static profile needs at least one --with CAP")
+        path = build_micropython(list(with_caps), eh, out)
+    else:
+        from pylon.build.guest import STOCK_EMBEDDED, build_guest, check_embed
+
+        if with_caps is not None and without_caps:
+            raise BuildError("give --with (exactly these caps) or --without (stock minus these), not both")
+        if with_caps is not None:
+            embed = check_embed(with_caps)
+        else:
+            dropped = set(check_embed(without_caps or []))
+            embed = tuple(c for c in STOCK_EMBEDDED if c not in dropped)
+        path = build_guest(embed=embed).path
+        if out is not None:
+            shutil.copyfile(path, out)
+            path = out
+        say(f"embedded caps: {', '.join(embed) or 'none (every cap by dynlink)'}")
+    digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    say(f"built {path.name} ({path.stat().st_size / 2**20:.2f} MiB)")
+    typer.echo(f"{digest} {path}")
 
 
 def register(app: typer.Typer) -> None:
