@@ -126,17 +126,31 @@ class _Dynlink:
     """Calls the zstd cap through ``pylon.dynlink``: the typed interface's
     functions by name; ``result`` values arrive as ``{"ok": v}`` or
     ``{"err": {"kind": ..., "detail": ...}}``; resources are integer handles
-    and their methods are named ``<resource>.<method>``."""
+    and their methods are named ``<resource>.<method>``. The cap reports
+    corrupt input and output past the limit as dynlink's own ``bad-payload``
+    and ``limit-exceeded`` (messages as below), turned back into
+    CorruptFrameError and OutputTooLargeError here."""
 
     name = "dynlink"
+    _CORRUPT = "corrupt zstd data: "
+    _TOO_LARGE = "decompressed output would exceed the limit of "
 
     def __init__(self) -> None:
         from pylon import dynlink  # type: ignore[attr-defined]
 
+        self.dynlink = dynlink
         self.cap = dynlink.load("zstd")
 
     def _call(self, method: str, *args: Any) -> Any:
-        reply = self.cap.call(method, *args)
+        try:
+            reply = self.cap.call(method, *args)
+        except (self.dynlink.BadPayload, self.dynlink.CapLimitExceeded) as exc:
+            text = str(exc)
+            if isinstance(exc, self.dynlink.BadPayload) and text.startswith(self._CORRUPT):
+                _raise("corrupt", text[len(self._CORRUPT):])
+            if text.startswith(self._TOO_LARGE):
+                _raise("too-large", text[len(self._TOO_LARGE):].split(" ", 1)[0])
+            raise
         if isinstance(reply, dict) and "err" in reply:
             err = reply["err"]
             _raise(err.get("kind", "failed"), err.get("detail"))
