@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 CAP_DIRS = {
     "crc32c": REPO / "caps" / "crc32c",
     "cborcalc": REPO / "caps" / "cborcalc",
+    "zstd": REPO / "caps" / "zstd",  # calls tested in tests/test_zstd_dynlink.py
     "misbehave": REPO / "tests" / "caps" / "misbehave",
 }
 
@@ -91,7 +92,7 @@ def calc(built: dict[str, caps.BuiltCap]) -> Provider:
 
 def test_find_caps() -> None:
     found = caps.find_caps(REPO / "caps")
-    assert {CAP_DIRS["crc32c"], CAP_DIRS["cborcalc"]} <= set(found)
+    assert {CAP_DIRS["crc32c"], CAP_DIRS["cborcalc"], CAP_DIRS["zstd"]} <= set(found)
     assert all(not p.name.startswith("_") for p in found)
     assert caps.find_caps(REPO / "tests" / "caps") == [CAP_DIRS["misbehave"]]
 
