@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import pylon.paths
 from pylon.build.micropython import build_micropython, load_static_cap
 from pylon.errors import BuildError, CapError, EngineError
 from pylon.static_runner import iwasm, node, run_static, script_invocation
@@ -44,7 +45,8 @@ def run(module: Path, script: Path, *args: str, runtime: str = "engine", env: di
     for k, v in (env or {}).items():
         cmd += ["--env", f"{k}={v}"]
     cmd += [str(module), str(script), *args]
-    child_env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
+    # The child imports the same pylon as this process (checkout or installed wheel).
+    child_env = {**os.environ, "PYTHONPATH": str(Path(pylon.paths.__file__).resolve().parents[1])}
     child_env.pop("RUST_BACKTRACE", None)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env)
 

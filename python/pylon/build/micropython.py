@@ -115,7 +115,8 @@ def load_static_cap(name: str, caps_dir: Path | None = None) -> StaticCap:
         raise CapError(f"invalid cap name {name!r}")
     root = caps_dir / name
     if not root.is_dir():
-        known = sorted(p.name for p in caps_dir.iterdir() if p.is_dir()) if caps_dir.is_dir() else []
+        known = sorted(p.name for p in caps_dir.iterdir()
+                       if p.is_dir() and not p.name.startswith(("_", "."))) if caps_dir.is_dir() else []
         raise CapError(f"unknown cap {name!r} (caps in {caps_dir}: {', '.join(known) or 'none'})")
     table = _manifest_table(root)
     if table is None:
