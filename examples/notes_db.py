@@ -1,0 +1,17 @@
+"""SQLite and zstd caps embedded in the stock pylon.wasm: a tiny notes store.
+
+The database file lands next to this script (its folder is preopened), and
+is a normal SQLite file: `sqlite3 notes.db` on the host reads it.
+"""
+import sys
+
+import pylon.sqlite as sqlite3
+import pylon.zstd as zstd
+
+with sqlite3.connect("notes.db") as db:
+    db.execute("create table if not exists notes (id integer primary key, body blob)")
+    for text in sys.argv[1:]:
+        db.execute("insert into notes (body) values (?)", (zstd.compress(text.encode() * 50),))
+for note_id, body in db.execute("select id, body from notes order by id"):
+    text = zstd.decompress(body)
+    print(f"#{note_id}: {len(body)} bytes compressed, {len(text)} plain, starts {text[:20]!r}")
