@@ -42,6 +42,12 @@ def run(
     dirs: Annotated[list[Path] | None, typer.Option(
         "--dir", metavar="DIR", help="Let the guest read and write host folder DIR (at the same path); "
         "repeatable. The script's own folder is always open.", file_okay=False, exists=True)] = None,
+    profile: Annotated[str, typer.Option(
+        "--profile", metavar="PROFILE", help="cpython (pylon.wasm, default) or micropython-static (the flat "
+        "wasi-p1 MicroPython module with caps folded in, built on first use).")] = "cpython",
+    with_caps: Annotated[list[str] | None, typer.Option(
+        "--with", metavar="CAP", help="micropython-static: the caps to fold in (default: every cap with a "
+        "static face).")] = None,
     script: Annotated[str | None, typer.Argument(
         metavar="SCRIPT", help="The Python script to run in the guest.", show_default=False)] = None,
     args: Annotated[list[str] | None, typer.Argument(
@@ -57,6 +63,11 @@ def run(
         argv.insert(0, script)
         script = None
     environment = parse_env(env or [])
+    if profile == "micropython-static":
+        raise typer.Exit(_run_static(script, code, argv, environment, with_caps))
+    if profile != "cpython":
+        raise typer.BadParameter(f"unknown profile {profile!r}: use cpython or micropython-static",
+                                 param_hint="--profile")
     try:
         # Imported here: it loads the native engine, which no other command needs.
         from pylon import runtime
@@ -67,6 +78,21 @@ def run(
     status = runtime.run(plan=plan, script=script, code=code, args=argv, env=environment,
                          dirs=list(dirs or []), progress=fetch_progress)
     raise typer.Exit(int(status or 0))
+
+
+def _run_static(script: str | None, code: str | None, argv: list[str], env: dict[str, str],
+                with_caps: list[str] | None) -> int:
+    """Runs a script in the MicroPython static module on our engine (a core module, WASI p1)."""
+    from pylon import paths
+    from pylon.build.caps import find_caps
+    from pylon.build.micropython import build_micropython
+    from pylon.static_runner import run_script
+
+    if code is not None or script is None:
+        raise typer.BadParameter("the micropython-static profile runs a SCRIPT (no -c)", param_hint="SCRIPT")
+    caps = list(with_caps) if with_caps else [d.name for d in find_caps(paths.SOURCE_ROOT / "caps", face="static")]
+    module = build_micropython(caps, "exnref")
+    return run_script(module, script, argv, sorted(env.items()))
 
 
 def register(app: typer.Typer) -> None:
