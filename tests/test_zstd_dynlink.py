@@ -131,6 +131,20 @@ def test_decompress_reads_zstandard_frames(zp: Any, size: int, content_size: boo
     assert ok(zp, "decompress", [frame, (1 << 64) - 1]) == data
 
 
+@pytest.mark.parametrize("size", [65536, 131072, MiB, 4 * MiB])
+def test_output_that_exactly_fills_the_buffer(zp: Any, size: int) -> None:
+    # Without a declared size, output grows in power-of-two steps from 64 KiB;
+    # a frame ending exactly at a step is complete, not truncated.
+    data = sample(size, seed=size)
+    frame = zstandard.ZstdCompressor(write_content_size=False).compress(data)
+    assert ok(zp, "decompress", [frame, (1 << 64) - 1]) == data
+    assert ok(zp, "decompress", [frame * 2, (1 << 64) - 1]) == data * 2
+    h = call(zp, "decompressor.new", 2 * size)
+    assert ok(zp, "decompressor.decompress", [h, frame]) == data
+    assert call(zp, "decompressor.at-frame-end", h) is True
+    call(zp, "decompressor.drop", h)
+
+
 def test_decompress_concatenated_frames(zp: Any) -> None:
     parts = [sample(n, seed=n) for n in (10, 0, 70000, 5)]
     frames = b"".join(zstandard.ZstdCompressor(level=1).compress(p) for p in parts)

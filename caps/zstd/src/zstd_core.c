@@ -116,9 +116,13 @@ static zcore_status decompress_into(ZSTD_DCtx *dctx, const uint8_t *src, size_t 
         if (b->len - start > room)
             return too_large(limit);
         *at_end = rc == 0;
-        /* Done when all input is consumed and zstd did not fill the buffer
-         * (a full buffer may mean more output is pending). */
-        if (in.pos == in.size && o.pos < o.size)
+        /* Done when all input is consumed and either zstd did not fill the
+         * buffer (a full buffer may mean more output is pending) or the frame
+         * is complete and flushed (rc == 0). Without the second case, output
+         * that exactly fills the buffer would call zstd once more with no
+         * input, which answers with the next frame's header size, and the
+         * complete frame would be reported as truncated. */
+        if (in.pos == in.size && (o.pos < o.size || rc == 0))
             return ok();
     }
 }
