@@ -1,10 +1,11 @@
 /* zstd core: one-shot and streaming (de)compression with an output limit.
  *
  * The one C source every face of the zstd cap shares (the typed embedded
- * component now, a dynlink provider later). It speaks plain C: buffers are
- * malloc'ed and handed to the caller, errors are a kind plus a static message,
- * so a face only translates types. libzstd itself (zstd.c, zstd.h) comes from
- * the `zstandard` sdist at build time; see python/pylon/build/embedded.py. */
+ * component, embedded.c, and the dynlink provider, dynlink.c). It speaks
+ * plain C: buffers are malloc'ed and handed to the caller, errors are a kind
+ * plus a static message, so a face only translates types. libzstd itself
+ * (zstd.c, zstd.h) comes from the `zstandard` sdist at build time; see
+ * python/pylon/build/embedded.py and [vendor.zstd] in cap.toml. */
 #ifndef PYLON_ZSTD_CORE_H
 #define PYLON_ZSTD_CORE_H
 
