@@ -47,8 +47,7 @@ def fresh_home(pylon: Pylon, tmp_path: Path) -> Pylon:
     """Same config (trust), but an empty blob store holding only the guest."""
     env = dict(pylon.env, PYLON_BLOB_DIR=str(tmp_path / "blobs"))
     fresh = Pylon(env, pylon.home)
-    stock = json.loads((Path(pylon.env.get("PYLON_CACHE_DIR", Path.home() / ".cache" / "pylon")) /
-                        "stock.json").read_text())
+    stock = json.loads((Path(pylon.env["PYLON_CONFIG_DIR"]) / "stock.json").read_text())
     guest = Path(pylon.env["PYLON_BLOB_DIR"]) / "sha256" / stock["guest"].split(":")[1]
     fresh.composectl("blob", "put", str(guest), check=True)
     return fresh

@@ -26,7 +26,8 @@ impl Shared {
     ///
     /// The config is fixed, because the on-disk compile cache is keyed by it:
     /// epoch interruption (provider deadlines without fuel's per-instruction
-    /// cost) and wasm exceptions (setjmp/longjmp in the MicroPython profile).
+    /// cost), wasm exceptions (setjmp/longjmp in the MicroPython profile) and
+    /// a 2 MiB wasm stack.
     ///
     /// # Errors
     /// When wasmtime rejects the config or the cache folder cannot be made.
@@ -34,6 +35,9 @@ impl Shared {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_exceptions(true);
+        // 2 MiB of native stack for wasm (default 512 KiB): MicroPython's
+        // interpreter recurses deeply in C, and CPython's guest likewise.
+        config.max_wasm_stack(2 << 20);
         let engine = Engine::new(&config)?;
         let cache = CompileCache::new(&engine, cache_dir)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));

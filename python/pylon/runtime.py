@@ -120,7 +120,7 @@ def _guest_blob(plan: Plan, store: BlobStore, progress: ProgressFactory) -> tupl
     if plan.guest is not None:
         digest, sources = plan.guest.digest, plan.guest.sources
     else:
-        digest, sources = stock.stock_guest_digest(), ()
+        digest, sources = stock.stock_guest()
     if store.has(digest) and get_engine().is_cached(digest):
         return store.blob_path(digest), digest
     with progress("fetching guest") as cb:

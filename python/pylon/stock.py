@@ -5,7 +5,8 @@ them in the blob store, trusts the caps it built (they are built here, from
 sources the user has) and writes the default plan, so that
 ``composectl run script.py`` works with no further steps. Where things go:
 
-* ``<cache root>/stock.json``: digests of the stock guest and caps.
+* ``<config root>/stock.json``: digests of the stock guest and caps (beside
+  the trust policy and default plan, so each Pylon home has its own).
 * ``<config root>/plan.json``: the default plan, used when ``run`` gets no
   ``--plan``. It is a plain plan: edit it like any other.
 """
@@ -23,12 +24,12 @@ from pylon.errors import PylonError
 from pylon.plan import CapEntry, Plan
 from pylon.trust import TrustPolicy
 
-__all__ = ["SetupResult", "default_plan_path", "stock_file", "stock_guest_digest", "setup"]
+__all__ = ["SetupResult", "default_plan_path", "setup", "stock_file", "stock_guest", "stock_guest_digest"]
 
 
 def stock_file() -> Path:
     """Where the stock digests are recorded."""
-    return paths.cache_root() / "stock.json"
+    return paths.config_root() / "stock.json"
 
 
 def default_plan_path() -> Path:
@@ -36,17 +37,23 @@ def default_plan_path() -> Path:
     return paths.config_root() / "plan.json"
 
 
-def stock_guest_digest() -> str:
-    """The digest of the stock guest this install built.
+def stock_guest() -> tuple[str, tuple[str, ...]]:
+    """The digest of the stock guest this install built, and where its build output is.
 
     Raises:
         PylonError: nothing was built yet.
     """
     try:
-        return json.loads(stock_file().read_text())["guest"]
+        record = json.loads(stock_file().read_text())
+        return record["guest"], tuple(record.get("guest_sources", ()))
     except (OSError, ValueError, KeyError) as exc:
         raise PylonError("no stock guest yet: run `composectl setup` first "
                          "(it builds pylon.wasm and the stock caps)") from exc
+
+
+def stock_guest_digest() -> str:
+    """The digest of the stock guest (see :func:`stock_guest`)."""
+    return stock_guest()[0]
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,6 @@ def setup(*, log: Callable[[str], None] = lambda _m: None, store: BlobStore | No
     default_plan_path().parent.mkdir(parents=True, exist_ok=True)
     plan.save(default_plan_path())
     stock_file().parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(stock_file(), (json.dumps({"guest": guest_digest, "caps": caps}, indent=2, sort_keys=True)
-                                + "\n").encode())
+    record = {"guest": guest_digest, "guest_sources": [guest.path.as_uri()], "caps": caps}
+    write_atomic(stock_file(), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
     return SetupResult(guest_digest, caps, default_plan_path())
