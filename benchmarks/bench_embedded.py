@@ -259,6 +259,11 @@ def report(res: dict) -> dict:
               f"native {med(ns['select']) * 1e6:.1f} us")
         print(f"     fetchall 100k: raw run() lifting 100k rows {med(d['scan_raw_100k']) * 1e3:.0f} ms + "
               f"rows -> tuples {med(d['scan_rows_100k']) * 1e3:.0f} ms; native {med(ns['fetchall']) * 1e3:.0f} ms")
+        al = d["alloc_ns"]
+        print(f"     one Python object (a Value_Integer) costs {al['value_integer'] / 1e3:.2f} us to create in the "
+              f"guest, {al['value_integer'] / al['py_call']:.1f} Python calls; with the cyclic GC paused: "
+              f"executemany {med(d['insert_gc_off']) * 1e3:.0f} ms ({med(d['insert_gc_off']) / med(ns['insert']):.2f}x), "
+              f"fetchall {med(d['fetchall_gc_off']) * 1e3:.0f} ms ({med(d['fetchall_gc_off']) / med(ns['fetchall']):.2f}x)")
     print(f"     the interpreter: the same pure-Python loop (sum of 1M) guest {med(g['py_loop_s']) * 1e3:.0f} ms, "
           f"host {med(n['py_loop_s']) * 1e3:.0f} ms ({med(g['py_loop_s']) / med(n['py_loop_s']):.2f}x)")
 

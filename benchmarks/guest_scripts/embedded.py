@@ -7,6 +7,7 @@ the host, on a preopened folder). Timings are in seconds per sample
 (``_embedded_work.samples``) or ns per call (``_timing.side_by_side``).
 """
 
+import gc
 import json
 import sys
 import time
@@ -93,6 +94,22 @@ if b.name == "embedded":
     lifted = scan.h.run([], 200_000).rows
     diag["scan_rows_100k"] = work.samples(lambda: b.rows(lifted), repeats)
     del lifted
+    # Creating a Python object in the guest, which conversion and lifting do
+    # once per value; and the cyclic GC's share of the big loops (paused here
+    # only to measure it: pylon.sqlite never touches the collector).
+    diag["alloc_ns"] = side_by_side({"value_integer": lambda: Int(1), "py_call": py_noop},
+                                    target_s=0.15, repeats=7)
+
+    def insert():
+        conn.executemany(work.INSERT, rows)
+        conn.commit()
+
+    gc.disable()
+    try:
+        diag["insert_gc_off"] = work.samples(insert, repeats, fresh_table)
+        diag["fetchall_gc_off"] = work.samples(lambda: conn.execute(work.SCAN).fetchall(), repeats)
+    finally:
+        gc.enable()
     conn.close()
 out["sqlite_diag"] = diag
 
