@@ -112,7 +112,6 @@ def _drop_compiled(digest: str) -> None:
 
 
 def first_resolve(st: c.Stock) -> dict:
-    from pylon.plan import Plan  # noqa: PLC0415,F401
     from pylon.runtime import Resolver  # noqa: PLC0415
 
     c.log(f"first resolve: cached / uncached cap, {RESOLVES} runs each, fresh engine per run")
