@@ -28,6 +28,7 @@ the file and the JSON path (``$.caps.crc32c.digest``) of the offending value.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -37,8 +38,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import jsonschema
-
+from pylon import paths
 from pylon.blobstore import write_atomic
 from pylon.errors import PlanError
 
@@ -295,9 +295,18 @@ def _validate(doc: Any, *, file: str | None) -> None:
         raise PlanError(
             f"unsupported plan version {json.dumps(version)}: this Pylon reads version {PLAN_VERSION}",
             path="$.pylon-plan", file=file)
+    memo = _validated_marker(doc)
+    if memo is not None and memo.exists():
+        return
     validator = _validator()
     errors = list(validator.iter_errors(doc))
     if not errors:
+        if memo is not None:
+            try:
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                memo.touch()
+            except OSError:
+                pass  # only a cache
         return
     first = min(errors, key=lambda e: (len(e.absolute_path), [str(p) for p in e.absolute_path],
                                        str(e.validator)))
@@ -305,8 +314,31 @@ def _validate(doc: Any, *, file: str | None) -> None:
     raise PlanError(message, path=path, file=file)
 
 
+def _validated_marker(doc: Any) -> Path | None:
+    """Where a document that passed the schema is remembered, by content.
+
+    jsonschema costs ~150 ms to import, paid by every ``composectl run``
+    for a plan that has not changed since it was last checked. The marker's
+    name is the sha256 of the canonical document and of the schema itself,
+    so the same bytes under the same schema give the same answer; anything
+    else is validated in full.
+    """
+    try:
+        canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        return None
+    digest = hashlib.sha256(_schema_bytes() + b"\0" + canonical.encode("utf-8")).hexdigest()
+    return paths.cache_root() / "validated-plans" / digest
+
+
 @cache
-def _validator() -> jsonschema.protocols.Validator:
+def _schema_bytes() -> bytes:
+    return SCHEMA_PATH.read_bytes()
+
+
+@cache
+def _validator() -> Any:
+    import jsonschema  # imported on first use: see _validated_marker
     # JSON Schema counts 1.0 as an integer; a lock file must not (it would not
     # round-trip), so integers here are Python ints and never bools.
     base = jsonschema.Draft202012Validator
@@ -320,7 +352,7 @@ _TYPE_NAMES = {"object": "an object", "array": "a list", "string": "a string",
                "integer": "an integer", "boolean": "true or false", "number": "a number"}
 
 
-def _explain(error: jsonschema.ValidationError) -> tuple[str, str]:
+def _explain(error: Any) -> tuple[str, str]:
     """A JSON path and a human message for one schema violation."""
     path = "$" + "".join(_key(p) for p in error.absolute_path)
     kind, value, instance = error.validator, error.validator_value, error.instance
