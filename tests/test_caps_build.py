@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from pylon.build import caps, toolchain
 from pylon.errors import BuildError
-from pylon.wasm_sections import custom_section
+from pylon.wasm_sections import custom_section, encode_custom_section
 
 REPO = Path(__file__).resolve().parents[1]
 CAP_DIRS = {
@@ -316,7 +316,7 @@ def test_big_block_allocator_under_random_load(tmp_path: Path) -> None:
 
 
 def test_custom_section_encoding() -> None:
-    section = caps.custom_section("pylon:shim", b"x" * 200)
+    section = encode_custom_section("pylon:shim", b"x" * 200)
     # id 0, size 211 as LEB128 (0xd3 0x01), name length 10, name, payload
     assert section[:3] == b"\x00\xd3\x01" and section[3] == 10 and section[4:14] == b"pylon:shim"
     module = b"\0asm\x01\0\0\0" + section

@@ -1,8 +1,11 @@
-"""Reads top-level custom sections of a wasm module or component.
+"""LEB128 and top-level custom sections of wasm modules and components.
 
-Why by hand: the only thing needed is "find custom section NAME", a dozen
-lines of the binary format's section framing (id byte, LEB128 size), and
-pulling in a wasm parser for it would add a dependency to every host run.
+Why by hand: all Pylon needs is "find custom section NAME" and "encode one",
+a dozen lines of the binary format's section framing (id byte, LEB128 size);
+a wasm parser for it would add a dependency to every host run, and
+wasm-tools 1.262 has no command that adds an arbitrary custom section
+(``metadata add`` writes only the name and producers sections). The
+MicroPython build's pointer-spill pass reuses the LEB128 helpers.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from pathlib import Path
 _MAGIC = b"\0asm"
 
 
-def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+def read_uleb(data: bytes, pos: int) -> tuple[int, int]:
+    """Decodes an unsigned LEB128 at ``pos``; returns (value, next position)."""
     result = shift = 0
     while True:
         byte = data[pos]
@@ -31,10 +35,10 @@ def custom_section(data: bytes, name: str) -> bytes | None:
     wanted = name.encode()
     while pos < len(data):
         section_id = data[pos]
-        size, body = _uleb(data, pos + 1)
+        size, body = read_uleb(data, pos + 1)
         end = body + size
         if section_id == 0:
-            name_len, name_start = _uleb(data, body)
+            name_len, name_start = read_uleb(data, body)
             if data[name_start:name_start + name_len] == wanted:
                 return data[name_start + name_len:end]
         pos = end
@@ -44,3 +48,23 @@ def custom_section(data: bytes, name: str) -> bytes | None:
 def read_custom_section(path: Path, name: str) -> bytes | None:
     """:func:`custom_section` of a file."""
     return custom_section(path.read_bytes(), name)
+
+
+def encode_uleb(value: int) -> bytes:
+    """Encodes ``value`` as unsigned LEB128."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_custom_section(name: str, payload: bytes) -> bytes:
+    """A custom section (id 0, size, name, payload), ready to append to a module or component."""
+    name_bytes = name.encode("utf-8")
+    body = encode_uleb(len(name_bytes)) + name_bytes + payload
+    return b"\x00" + encode_uleb(len(body)) + body

@@ -23,7 +23,6 @@ running any tool.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -38,6 +37,7 @@ from pathlib import Path
 from pylon import paths
 from pylon.build import toolchain
 from pylon.errors import BuildError
+from pylon.wasm_sections import encode_custom_section
 
 MANIFEST = "cap.toml"
 WIT_DIR = paths.SOURCE_ROOT / "wit" / "dynlink"
@@ -201,14 +201,6 @@ def _resolve(manifest: Manifest, rel: str, vendors: dict[str, Path], where: str)
 
 # -- vendored sources ---------------------------------------------------------
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_vendor(vendor: Vendor) -> Path:
     """The folder ``@<name>/`` stands for, downloaded and unpacked on first use.
 
@@ -234,7 +226,7 @@ def fetch_vendor(vendor: Vendor) -> Path:
         if len(archives) != 1:
             raise BuildError(f"pip download {vendor.pypi} gave {[a.name for a in archives]}, expected one archive")
         archive = archives[0]
-        found = _sha256_file(archive)
+        found = toolchain.sha256_file(archive)
         if found != vendor.sha256:
             raise BuildError(f"vendor {vendor.name}: {archive.name} has sha256 {found}, "
                              f"but the manifest pins {vendor.sha256}")
@@ -317,7 +309,7 @@ def build_cap(cap_dir: Path) -> BuiltCap:
     try:
         core = _compile(manifest, vendors, work)
         wasm = _componentize(manifest, core, work)
-        digest = "sha256:" + _sha256_file(wasm)
+        digest = "sha256:" + toolchain.sha256_file(wasm)
         wasm.rename(work / component.name)
         (work / "built.json").write_text(json.dumps(
             {"name": manifest.name, "version": manifest.version, "digest": digest,
@@ -419,36 +411,9 @@ def _componentize(manifest: Manifest, core: Path, work: Path) -> Path:
         except (SyntaxError, ValueError) as exc:
             raise BuildError(f"cap {manifest.name}: shim {manifest.shim} does not compile: {exc}") from exc
         with component.open("ab") as f:
-            f.write(custom_section(SHIM_SECTION, source))
+            f.write(encode_custom_section(SHIM_SECTION, source))
     toolchain.run([wasm_tools, "validate", str(component)], what=f"wasm-tools validate ({manifest.name})")
     return component
-
-
-# -- custom sections ----------------------------------------------------------
-
-def _uleb128(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def custom_section(name: str, payload: bytes) -> bytes:
-    """A wasm custom section (id 0, size, name, bytes), ready to append.
-
-    Written by hand because wasm-tools 1.262 has no command that adds an
-    arbitrary custom section (``metadata add`` only writes the name and
-    producers sections), and the framing is three fields. Appending is valid
-    for components as for modules: custom sections may appear anywhere.
-    """
-    name_bytes = name.encode()
-    body = _uleb128(len(name_bytes)) + name_bytes + payload
-    return b"\x00" + _uleb128(len(body)) + body
 
 
 # -- discovery ----------------------------------------------------------------

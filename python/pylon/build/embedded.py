@@ -33,7 +33,6 @@ compiler flags, so an unchanged cap is a cache hit.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -189,27 +188,6 @@ ADAPTER_SHA256 = "0baeb0a94aa242dba0403ef5656d6fe7ac7daf78db99e887a76d3a056bcbe4
 ADAPTER_FILE = "wasi_snapshot_preview1.reactor.wasm"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fresh(path: Path) -> Path:
-    """A clean ``<path>.partial`` folder to build in, renamed into place last,
-    so an interrupted build never looks finished."""
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    return partial
-
-
-def _publish(partial: Path, final: Path) -> Path:
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)
-    return final
 
 
 def _download_sdist(src: Vendored) -> Path:
@@ -218,7 +196,7 @@ def _download_sdist(src: Vendored) -> Path:
     downloads.mkdir(parents=True, exist_ok=True)
     stem = src.package.replace("-", "_")
     for candidate in downloads.glob(f"{stem}-{src.version}.tar.gz"):
-        if _sha256(candidate) == src.sha256:
+        if toolchain.sha256_file(candidate) == src.sha256:
             return candidate
         candidate.unlink()  # a stale or damaged download: fetch again
     staging = downloads / f".{src.key}.partial"
@@ -233,7 +211,7 @@ def _download_sdist(src: Vendored) -> Path:
     if len(found) != 1:
         raise BuildError(f"pip download {src.package}=={src.version} gave {[p.name for p in staging.iterdir()]}, "
                          "expected one .tar.gz sdist")
-    got = _sha256(found[0])
+    got = toolchain.sha256_file(found[0])
     if got != src.sha256:
         shutil.rmtree(staging, ignore_errors=True)
         raise BuildError(f"sha256 mismatch for {src.package}=={src.version} sdist: "
@@ -250,7 +228,7 @@ def vendored_source(src: Vendored) -> Path:
     if (folder / ".complete").exists():
         return folder
     sdist = _download_sdist(src)
-    partial = _fresh(folder)
+    partial = toolchain.staging_dir(folder)
     with tarfile.open(sdist) as tar:
         by_inner = {}
         for member in tar.getmembers():
@@ -269,7 +247,7 @@ def vendored_source(src: Vendored) -> Path:
                 data = data[: data.index(b"\n", at) + 1]
             (partial / name).write_bytes(data)
     (partial / ".complete").write_text(f"{src.package}=={src.version} sha256:{src.sha256}\n")
-    return _publish(partial, folder)
+    return toolchain.publish_dir(partial, folder)
 
 
 def wasi_adapter() -> Path:
@@ -281,12 +259,12 @@ def wasi_adapter() -> Path:
     """
     crate, version = ADAPTER_CRATE
     dest = paths.tools_root() / f"{crate}-{version}" / ADAPTER_FILE
-    if dest.exists() and _sha256(dest) == ADAPTER_SHA256:
+    if dest.exists() and toolchain.sha256_file(dest) == ADAPTER_SHA256:
         return dest
     cargo = shutil.which("cargo")
     if not cargo:
         raise BuildError(f"cargo is needed once to fetch {crate} {version} (the WASI preview1 adapter)")
-    scratch = _fresh(paths.tools_root() / f"{crate}-fetch")
+    scratch = toolchain.staging_dir(paths.tools_root() / f"{crate}-fetch")
     (scratch / "src").mkdir()
     (scratch / "src" / "lib.rs").write_text("")
     (scratch / "Cargo.toml").write_text(
@@ -307,7 +285,7 @@ def wasi_adapter() -> Path:
     source = Path(manifests[0]).parent / "artefacts" / ADAPTER_FILE
     if not source.exists():
         raise BuildError(f"{crate} {version} has no {ADAPTER_FILE} at {source}")
-    got = _sha256(source)
+    got = toolchain.sha256_file(source)
     if got != ADAPTER_SHA256:
         raise BuildError(f"sha256 mismatch for {source}: expected {ADAPTER_SHA256}, found {got}")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -333,12 +311,12 @@ def _vendored_objects(cap: EmbeddedCap) -> list[Path]:
     objects = [folder / (Path(s).stem + ".o") for s in cap.vendored_sources]
     if all(o.exists() for o in objects):
         return objects
-    partial = _fresh(folder)
+    partial = toolchain.staging_dir(folder)
     for source in cap.vendored_sources:
         _zig_cc([*flags, "-ffunction-sections", "-fdata-sections", "-I", str(vendor), "-c",
                  str(vendor / source), "-o", str(partial / (Path(source).stem + ".o"))],
                 what=f"zig cc {cap.vendored.package} {source}")
-    _publish(partial, folder)
+    toolchain.publish_dir(partial, folder)
     return objects
 
 
@@ -381,7 +359,7 @@ def build_embedded_cap(name: str) -> Path:
     vendor = vendored_source(cap.vendored) if cap.vendored else None
     wit_bindgen = toolchain.cargo_tool("wit-bindgen")
     wasm_tools = toolchain.wasm_tools()
-    work = _fresh(out)
+    work = toolchain.staging_dir(out)
     gen = work / "gen"
     # Besides bindings.c/.h this writes bindings_component_type.o, a wasm
     # object whose custom section carries the world's type; linking it in
@@ -422,5 +400,5 @@ def build_embedded_cap(name: str) -> Path:
             shutil.rmtree(scratch)
         else:
             scratch.unlink()
-    _publish(work, out)
+    toolchain.publish_dir(work, out)
     return component

