@@ -336,3 +336,20 @@ def test_dir_option_opens_another_folder(pylon: Pylon, tmp_path: Path) -> None:
     opened = pylon.composectl("run", "--dir", str(data), str(script))
     assert opened.returncode == 0, opened.stderr
     assert (data / "total.txt").read_text() == "6"
+
+
+def test_cli_hands_the_script_every_argument(pylon: Pylon, tmp_path: Path) -> None:
+    script = write(tmp_path / "args.py", """
+        import os, sys
+        print(sys.argv[1:], os.environ.get("B"), os.environ.get("C"))
+        sys.exit(7)
+    """)
+    # Options after SCRIPT belong to the script, like `python script.py ...`.
+    result = pylon.composectl("run", "--env", "B=x=y", str(script), "-v", "--flag", "-c", "notcode",
+                              "--env", "C=3", "--", "--plan")
+    assert result.returncode == 7, result.stderr
+    assert result.stdout.strip() == "['-v', '--flag', '-c', 'notcode', '--env', 'C=3', '--', '--plan'] x=y None"
+    code = pylon.composectl("run", "-c", "import sys; print(sys.argv)", "a", "-b")
+    assert code.stdout.strip() == "['-c', 'a', '-b']", code.stderr
+    dashed = pylon.composectl("run", "--", str(script), "-x")
+    assert dashed.returncode == 7 and dashed.stdout.startswith("['-x']"), dashed.stderr
