@@ -10,10 +10,10 @@ use wasmtime::error::Context;
 use wasmtime::Result;
 use wasmtime::{Linker, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx};
+use wasmtime_wasi::{I32Exit, WasiCtx};
 
 use crate::engine::Shared;
-use crate::guest::Preopen;
+use crate::guest::{add_preopens, Preopen};
 
 /// Runs `_start` of the module at `path`; returns the exit status.
 ///
@@ -32,21 +32,7 @@ pub fn run_core_p1(
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| s)?;
     let mut wasi = WasiCtx::builder();
     wasi.inherit_stdio().args(argv).envs(env);
-    for p in preopens {
-        let perms = if p.read_only {
-            FsPerms::ReadOnly
-        } else {
-            FsPerms::ReadWrite
-        };
-        wasi.preopened_dir(&p.host_path, &p.guest_path, perms)
-            .with_context(|| {
-                format!(
-                    "cannot preopen {} as {}",
-                    p.host_path.display(),
-                    p.guest_path
-                )
-            })?;
-    }
+    add_preopens(&mut wasi, preopens)?;
     let mut store = Store::new(&shared.engine, wasi.build_p1());
     store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Continue(1_000)));
     store.set_epoch_deadline(1_000);

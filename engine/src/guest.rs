@@ -8,7 +8,7 @@ use wasmtime::component::Linker;
 use wasmtime::error::Context;
 use wasmtime::{format_err, Result};
 use wasmtime::{Store, UpdateDeadline};
-use wasmtime_wasi::{FsPerms, WasiCtx};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use crate::bindings::host::DynlinkHost;
 use crate::engine::Shared;
@@ -26,6 +26,29 @@ pub struct Preopen {
     pub guest_path: String,
     /// Whether the guest may only read it.
     pub read_only: bool,
+}
+
+/// Opens each of `preopens` in `wasi` (shared by components and p1 modules).
+///
+/// # Errors
+/// When a host folder cannot be opened.
+pub fn add_preopens(wasi: &mut WasiCtxBuilder, preopens: &[Preopen]) -> Result<()> {
+    for p in preopens {
+        let perms = if p.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        wasi.preopened_dir(&p.host_path, &p.guest_path, perms)
+            .with_context(|| {
+                format!(
+                    "cannot preopen {} as {}",
+                    p.host_path.display(),
+                    p.guest_path
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// What one guest run gets.
@@ -81,21 +104,7 @@ pub fn run_guest(
         .args(&run.argv)
         .envs(&run.env)
         .initial_cwd(&run.cwd);
-    for p in &run.preopens {
-        let perms = if p.read_only {
-            FsPerms::ReadOnly
-        } else {
-            FsPerms::ReadWrite
-        };
-        wasi.preopened_dir(&p.host_path, &p.guest_path, perms)
-            .with_context(|| {
-                format!(
-                    "cannot preopen {} as {}",
-                    p.host_path.display(),
-                    p.guest_path
-                )
-            })?;
-    }
+    add_preopens(&mut wasi, &run.preopens)?;
     let state = GuestState::new(wasi.build(), shared.clone(), linkers.clone(), run.resolver);
     let mut store = Store::new(&shared.engine, state);
     store.set_hostcall_fuel(usize::MAX);
