@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import crc32c as reference
-import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -59,22 +58,9 @@ values = st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), st.floats(allow_na
                    st.text(max_size=20), st.binary(max_size=20))
 rows = st.lists(st.tuples(values, values), min_size=0, max_size=30)
 
-SQL_SCRIPT = """
-    import json, sys
-    import pylon.sqlite as sqlite3
-    statements = json.load(open(sys.argv[1]))
-    db = sqlite3.connect(":memory:")
-    out = []
-    for sql, params, many in statements:
-        cur = db.executemany(sql, params) if many else db.execute(sql, params)
-        got = [[v.hex() if isinstance(v, bytes) else v for v in row] for row in cur.fetchall()]
-        out.append({"rows": got, "description": [d[0] for d in cur.description or []]})
-    db.commit()
-    print(json.dumps(out))
-"""
-
-
-def run_sql_natively(statements: list) -> list:
+# One workload, run by the guest's pylon.sqlite and by the host's sqlite3.
+SQL_WORKLOAD = """
+def run_statements(sqlite3, statements):
     db = sqlite3.connect(":memory:")
     out = []
     for sql, params, many in statements:
@@ -82,14 +68,26 @@ def run_sql_natively(statements: list) -> list:
         got = [[v.hex() if isinstance(v, bytes) else v for v in row] for row in cur.fetchall()]
         out.append({"rows": got, "description": [d[0] for d in cur.description or []]})
     return out
+"""
+
+# Bytes cannot travel in JSON: they go to the guest as {"hex": ...} and are rebuilt there.
+SQL_SCRIPT = SQL_WORKLOAD + """
+import json, sys
+import pylon.sqlite
+unhex = lambda d: bytes.fromhex(d["hex"]) if set(d) == {"hex"} else d
+print(json.dumps(run_statements(pylon.sqlite, json.load(open(sys.argv[1]), object_hook=unhex))))
+"""
+
+
+def run_sql_natively(statements: list) -> list:
+    scope: dict = {}
+    exec(SQL_WORKLOAD, scope)
+    return scope["run_statements"](sqlite3, statements)
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=rows)
 def test_sql_workload_matches_cpython_sqlite3(pylon: Pylon, tmp_path: Path, data: list) -> None:
-    def encode(row):  # JSON carries bytes as {"hex": ...}; both sides decode the same way
-        return [v.hex() if isinstance(v, bytes) else v for v in row]
-
     inserted = [list(row) for row in data]
     statements = [
         ["create table t (id integer primary key, a, b)", [], False],
@@ -103,12 +101,10 @@ def test_sql_workload_matches_cpython_sqlite3(pylon: Pylon, tmp_path: Path, data
         ["delete from t where id > ?", [10], False],
         ["select max(id), min(id), total(length(b)) from t", [], False],
     ]
-    # Bytes cannot travel in JSON: the guest gets them as tagged hex and rebuilds them.
     payload = json.dumps(statements, default=lambda b: {"hex": b.hex()})
     (tmp_path / "stmts.json").write_text(payload)
-    script = write(tmp_path / "sql.py", SQL_SCRIPT.replace(
-        "statements = json.load(open(sys.argv[1]))",
-        "statements = json.load(open(sys.argv[1]), object_hook=lambda d: bytes.fromhex(d['hex']) if set(d) == {'hex'} else d)"))
+    script = tmp_path / "sql.py"
+    script.write_text(SQL_SCRIPT)
     guest = json.loads(run_ok(pylon, script, str(tmp_path / "stmts.json")))
     native = json.loads(json.dumps(run_sql_natively(statements)))
     assert guest == native
