@@ -70,7 +70,6 @@ class Resolver:
         self.store = store
         self.trust = trust
         self.progress = progress
-        self.fetched: list[str] = []
 
     def __call__(self, name: str) -> ProviderSpec:
         try:
@@ -90,8 +89,6 @@ class Resolver:
                             f"add it with: composectl plan add PLAN {name} FILE")
         # The gate comes first: an untrusted cap is never fetched, let alone run.
         self.trust.check(name, entry.digest)
-        if not self.store.has(entry.digest):
-            self.fetched.append(name)
         with self.progress(f"fetching cap {name}") as progress:
             path = self.store.fetch(entry.digest, entry.sources, progress=progress)
         data = path.read_bytes()

@@ -10,7 +10,6 @@ MicroPython build's pointer-spill pass reuses the LEB128 helpers.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 _MAGIC = b"\0asm"
 
@@ -43,11 +42,6 @@ def custom_section(data: bytes, name: str) -> bytes | None:
                 return data[name_start + name_len:end]
         pos = end
     return None
-
-
-def read_custom_section(path: Path, name: str) -> bytes | None:
-    """:func:`custom_section` of a file."""
-    return custom_section(path.read_bytes(), name)
 
 
 def encode_uleb(value: int) -> bytes:
