@@ -142,10 +142,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Writes ``data`` to ``path`` so readers see the old file or the new one, never half.
 
     A temp file in the same folder is written, fsynced and renamed over ``path``.
-    The folder is created if needed. Used for plans and the trust policy too.
+    The folder is created if needed (``0700``, see :func:`pylon.paths.private_dir`
+    for Pylon's own state; a user's plan folder is only created, never checked).
+    Used for plans and the trust policy too.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
         with open(tmp, "xb") as f:

@@ -11,6 +11,7 @@ The tree::
     ├── TrustError           the trust policy refuses a cap's name or digest
     ├── CapError             a cap is unknown, misbehaved or failed a call
     ├── EngineError          wasmtime could not compile, instantiate or run something
+    ├── StateError           a folder or file of Pylon's own state is missing, unsafe or unwritable
     └── BuildError           a build tool (zig, componentize-py, wasm-tools...) failed
 
 The CLI renders any ``PylonError`` as one clear message and a non-zero exit;
@@ -73,6 +74,10 @@ class CapError(PylonError):
 
 class EngineError(PylonError):
     """The engine could not compile, instantiate or run a module."""
+
+
+class StateError(PylonError):
+    """A folder or file of Pylon's own state (cache, blobs, config) is unsafe or unusable."""
 
 
 class BuildError(PylonError):

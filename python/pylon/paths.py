@@ -16,13 +16,26 @@ trust policy       ``<config root>/trust.json``                (follows the conf
 =================  ==========================================  ======================
 
 Nothing here creates directories at import time; callers create what they
-write into.
+write into, with :func:`private_dir`.
+
+Pylon's state is trusted by the code that reads it back (compiled artifacts,
+the trust policy, the default plan), so two rules hold for every folder
+above:
+
+* it is created ``0700`` and refused when it is group- or world-writable or
+  owned by another user (:func:`private_dir`);
+* no guest may see it: a preopen that is, contains or is inside any of
+  :func:`state_roots` is refused (``pylon.preopens``).
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import sys
 from pathlib import Path
+
+from pylon.errors import StateError
 
 def _find_source_root() -> Path:
     """The Pylon checkout that build steps read ``wit/``, ``caps/`` and ``guest/`` from.
@@ -88,3 +101,58 @@ def config_root() -> Path:
 def trust_file() -> Path:
     """The trust policy file."""
     return config_root() / "trust.json"
+
+
+def state_roots() -> list[tuple[str, Path]]:
+    """Every folder holding Pylon's own state, with a name for messages.
+
+    The cache root (compiled artifacts, build outputs, tools, the artifact
+    key), the blob store, the config root (trust policy, default plan,
+    stock record) and, when Pylon runs from a virtualenv, that virtualenv
+    (a guest that could write a ``.pth`` file there would run code in the
+    host). A guest must never be able to reach any of them.
+    """
+    roots = [("Pylon's cache", cache_root()), ("Pylon's blob store", blob_root()),
+             ("Pylon's configuration and trust policy", config_root())]
+    if sys.prefix != sys.base_prefix:
+        roots.append(("Pylon's virtualenv", Path(sys.prefix)))
+    return roots
+
+
+def private_dir(path: Path) -> Path:
+    """Creates ``path`` (and missing parents) as ``0700``; checks it is safe to trust.
+
+    A folder of Pylon's state that another user could write would let that
+    user change what Pylon runs, so an existing folder must be owned by this
+    user and not group- or world-writable.
+
+    Raises:
+        StateError: the folder cannot be created, is not a folder, or is
+            unsafe (the message says why and how to fix it).
+    """
+    path = Path(path)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+    except OSError as exc:
+        raise StateError(f"cannot create {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise StateError(f"{path} is not a folder")
+    check_private(path, st)
+    return path
+
+
+def check_private(path: Path, st: os.stat_result | None = None) -> None:
+    """Raises :class:`StateError` unless ``path`` is owned by us and writable only by us."""
+    if st is None:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise StateError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        raise StateError(f"refusing to use {path}: it is owned by uid {st.st_uid}, not by you "
+                         f"(uid {uid}); Pylon trusts only state it owns")
+    if st.st_mode & 0o022:
+        raise StateError(f"refusing to use {path}: it is writable by other users "
+                         f"(mode {stat.S_IMODE(st.st_mode):o}); fix it with: chmod go-w {path}")
