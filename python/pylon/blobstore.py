@@ -20,6 +20,15 @@ Invariants every method keeps:
   :meth:`BlobStore.read_bytes` hash the bytes and raise
   :class:`~pylon.errors.DigestMismatch` (and quarantine the file) when they
   do not match. :meth:`BlobStore.has` only checks presence.
+* The store's folders (root, ``sha256/``, ``quarantine/``) are created
+  ``0700`` and refused (:class:`~pylon.errors.StateError`) when another user
+  owns them or can write them (:func:`pylon.paths.private_dir`).
+
+Fetching trusts a source for nothing but bytes that hash right, and bounds what
+a hostile source can cost (see :meth:`BlobStore.fetch`): ``file://`` opens
+regular files only; every source has an overall deadline and a size bound;
+redirects go to ``https`` only (or ``http`` to ``http`` on loopback), at most
+:data:`MAX_REDIRECTS` of them.
 
 Errors carry the digest and the path or source they concern.
 """
@@ -32,14 +41,21 @@ import os
 import re
 import secrets
 import shutil
+import stat
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from pylon import paths
 from pylon.errors import BlobError, BlobNotFound, DigestMismatch, FetchError
+
+if TYPE_CHECKING:
+    import http.client
+    import socket
+    import ssl
 
 __all__ = [
     "ALGORITHM",
@@ -48,8 +64,10 @@ __all__ = [
     "BlobInfo",
     "BlobStore",
     "GcReport",
+    "MAX_REDIRECTS",
     "Progress",
     "check_digest",
+    "check_redirect",
     "digest_bytes",
     "digest_file",
     "is_digest",
@@ -69,6 +87,11 @@ _TMP_PREFIX = ".tmp-"
 #: A temp file whose writer cannot be identified is stale after this long.
 _TMP_MAX_AGE_S = 24 * 3600
 _CHUNK = 1 << 20
+#: Network reads are smaller: each one re-arms the socket timeout with the time left.
+_NET_CHUNK = 64 << 10
+#: How many redirects one source may take before the fetch gives up.
+MAX_REDIRECTS = 5
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 #: ``progress(bytes_done, bytes_total_or_None)``, called as a fetch streams.
 Progress = Callable[[int, "int | None"], None]
@@ -180,19 +203,26 @@ class _Sink:
     exception, a mismatch) deletes the temp file.
     """
 
-    def __init__(self, folder: Path, hex_hint: str, *, max_bytes: int):
-        folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, folder: Path, hex_hint: str, *, max_bytes: int, expected_size: int | None = None):
+        # The folder is the caller's to create (BlobStore._writable_dir checks it is private).
         # The pid in the name lets gc tell a live writer's file from a dead one's.
         self.tmp = folder / f"{_TMP_PREFIX}{hex_hint}.{os.getpid()}.{secrets.token_hex(4)}"
         self._file: BinaryIO = open(self.tmp, "xb")
         self._hash = hashlib.sha256()
         self._max = max_bytes
+        self.expected_size = expected_size
+        #: The most bytes this sink accepts: the expected size when known, else the store's limit.
+        self.limit = expected_size if expected_size is not None else max_bytes
         self.size = 0
 
     def write(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self._max:
+        """Hashes and writes ``chunk``; refuses it (writing nothing) if it would pass the limit."""
+        size = self.size + len(chunk)
+        if self.expected_size is not None and size > self.expected_size:
+            raise BlobError(f"more than the expected {self.expected_size} bytes arrived")
+        if size > self._max:
             raise BlobError(f"blob is larger than the store's limit of {self._max} bytes")
+        self.size = size
         self._hash.update(chunk)
         self._file.write(chunk)
 
@@ -226,16 +256,27 @@ class BlobStore:
 
     Args:
         root: the store's root folder; default :func:`pylon.paths.blob_root`.
-        timeout_s: socket timeout for each network read of a fetch.
+        timeout_s: the longest one network operation of a fetch (connect, one
+            read) may wait for data.
+        fetch_deadline_s: the longest one source may take to deliver a blob,
+            from connecting to the last byte, redirects and TLS handshakes
+            included. A source that drips bytes fails with "timed out after
+            N s" instead of holding a run forever.
         max_blob_bytes: a fetch or put larger than this is refused (a source
             that streams forever must not fill the disk).
+        ssl_context: verifies ``https`` sources; default
+            :func:`ssl.create_default_context` (the system's CAs), made on
+            first use so runs that fetch nothing never import :mod:`ssl`.
     """
 
     def __init__(self, root: Path | None = None, *, timeout_s: float = 30.0,
-                 max_blob_bytes: int = 4 << 30):
+                 fetch_deadline_s: float = 300.0, max_blob_bytes: int = 4 << 30,
+                 ssl_context: ssl.SSLContext | None = None):
         self.root = Path(root) if root is not None else paths.blob_root()
         self.timeout_s = timeout_s
+        self.fetch_deadline_s = fetch_deadline_s
         self.max_blob_bytes = max_blob_bytes
+        self.ssl_context = ssl_context
         # Hashing 30 MB costs ~60 ms here; a process that uses a blob many times
         # (tests, a long-lived host) pays it once per file identity. Memory only:
         # a new process always re-hashes. ctime is in the key because nothing
@@ -311,7 +352,7 @@ class BlobStore:
 
     def put_bytes(self, data: bytes) -> str:
         """Stores ``data``; returns its digest. Storing the same bytes twice leaves one copy."""
-        with _Sink(self.blob_dir, "put", max_bytes=self.max_blob_bytes) as sink:
+        with _Sink(self._writable_blob_dir(), "put", max_bytes=self.max_blob_bytes) as sink:
             sink.write(data)
             return self._settle(sink, expected=None)
 
@@ -319,18 +360,18 @@ class BlobStore:
         """Copies a file into the store; returns its digest.
 
         Raises:
-            BlobError: the file cannot be read.
+            BlobError: the file cannot be read or is not a regular file.
         """
         try:
-            src = open(path, "rb")
+            src = _open_regular(Path(path))
         except OSError as exc:
             raise BlobError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        with src, _Sink(self.blob_dir, "put", max_bytes=self.max_blob_bytes) as sink:
+        with src, _Sink(self._writable_blob_dir(), "put", max_bytes=self.max_blob_bytes) as sink:
             while chunk := src.read(_CHUNK):
                 sink.write(chunk)
             return self._settle(sink, expected=None)
 
-    def fetch(self, digest: str, sources: Sequence[str] = (), *,
+    def fetch(self, digest: str, sources: Sequence[str] = (), *, size: int | None = None,
               progress: Progress | None = None) -> Path:
         """Makes sure the blob of ``digest`` is stored and verified; returns its path.
 
@@ -339,19 +380,33 @@ class BlobStore:
         the right bytes. A stored blob that does not verify is quarantined and
         fetched again.
 
+        Each source is bounded: it has ``fetch_deadline_s`` from connecting to
+        the last byte (and ``timeout_s`` for any one read), it may not send
+        more than ``size`` bytes (or ``max_blob_bytes`` when the size is not
+        known), ``file://`` must name a regular file, and redirects may go to
+        ``https`` only (``http`` to ``http`` when both ends are on loopback),
+        at most :data:`MAX_REDIRECTS` of them. Whatever arrives is hashed and
+        kept only if it matches ``digest``.
+
         Args:
             digest: ``sha256:<hex>``.
             sources: URLs to try, in order.
+            size: the blob's exact size in bytes, when the plan gives it. A
+                source that announces another ``Content-Length``, sends more,
+                or ends sooner fails without more being read.
             progress: called with ``(bytes_done, bytes_total or None)`` while
-                streaming.
+                streaming; the total is ``size`` when given, else what the
+                source announces.
 
         Raises:
             DigestMismatch: the only source served other bytes.
             FetchError: the only source could not deliver (unreachable, HTTP
-                error, unreadable file, interrupted).
+                error, not a regular file, a refused redirect, timed out, the
+                wrong size, interrupted).
             BlobNotFound: there was no source, or several all failed; the
                 message lists what was tried and ``.attempts`` holds each
                 source's error.
+            StateError: the store's folders are unsafe (see :func:`pylon.paths.private_dir`).
         """
         final = self.blob_path(digest)
         if final.is_file():
@@ -359,10 +414,16 @@ class BlobStore:
                 return self.path(digest)
             except DigestMismatch:
                 pass  # quarantined by path(); fetch it anew below
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise BlobError(f"cannot fetch {digest}: size must be a whole number of bytes, not {size!r}")
+            if size > self.max_blob_bytes:
+                raise FetchError(f"cannot fetch {digest}: its size, {size} bytes, is more than the "
+                                 f"store's limit of {self.max_blob_bytes} bytes")
         attempts: list[tuple[str, BlobError]] = []
         for source in sources:
             try:
-                self._fetch_one(digest, source, progress)
+                self._fetch_one(digest, source, size, progress)
                 return self.path(digest)
             except BlobError as exc:
                 attempts.append((source, exc))
@@ -379,6 +440,7 @@ class BlobStore:
 
     def verify(self) -> list[BadBlob]:
         """Hashes every stored blob; quarantines and returns the bad ones."""
+        self._check_dirs()
         bad = []
         for entry in self._blob_entries():
             digest = f"{ALGORITHM}:{entry.name}"
@@ -400,6 +462,7 @@ class BlobStore:
             BlobError: a digest in ``keep`` is malformed.
         """
         keep_hex = {check_digest(d) for d in keep}
+        self._check_dirs()
         removed, freed, temps = [], 0, 0
         for entry in self._blob_entries():
             if entry.name not in keep_hex:
@@ -429,7 +492,22 @@ class BlobStore:
         final = self.blob_path(digest)
         if not final.is_file():
             raise BlobNotFound(f"blob {digest} is not in the store ({final})")
+        self._check_dirs()
         return final
+
+    def _check_dirs(self) -> None:
+        """StateError if the root or ``sha256/`` exists and another user owns or can write it.
+
+        Whoever can write there could swap a blob between its verification and its use.
+        """
+        for folder in (self.root, self.blob_dir):
+            if folder.exists():
+                paths.check_private(folder)
+
+    def _writable_blob_dir(self) -> Path:
+        """``<root>/sha256``, created ``0700`` with the root; StateError if either is unsafe."""
+        paths.private_dir(self.root)
+        return paths.private_dir(self.blob_dir)
 
     @staticmethod
     def _identity(path: Path) -> tuple[int, int, int, int, int]:
@@ -438,7 +516,8 @@ class BlobStore:
 
     def _quarantine(self, path: Path) -> Path:
         """Moves a bad blob aside so it is never used again but can be inspected."""
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        paths.private_dir(self.root)
+        paths.private_dir(self.quarantine_dir)
         target = self.quarantine_dir / f"{path.name}.{time.time_ns()}"
         os.replace(path, target)
         self._verified.pop(f"{ALGORITHM}:{path.name}", None)
@@ -467,52 +546,159 @@ class BlobStore:
         self._verified[found] = self._identity(final)
         return found
 
-    def _fetch_one(self, digest: str, source: str, progress: Progress | None) -> None:
+    def _fetch_one(self, digest: str, source: str, size: int | None, progress: Progress | None) -> None:
         """Streams one source into a temp file, verifies it, renames it into place."""
-        # Imported here, not at the top: urllib.request and http.client cost
-        # ~30 ms to import, and most runs fetch nothing.
+        # Imported here, not at the top: http.client and ssl cost ~30 ms to
+        # import, and most runs fetch nothing.
         import http.client
-        import urllib.error
 
         scheme = urllib.parse.urlsplit(source).scheme.lower()
         if scheme not in ("file", "http", "https"):
             raise _fetch_error(digest, source, f"unsupported scheme {scheme or '(none)'!r} "
                                "(use file://, http:// or https://)")
         hex_ = check_digest(digest)
-        with _Sink(self.blob_dir, hex_, max_bytes=self.max_blob_bytes) as sink:
+        deadline = _Deadline(self.fetch_deadline_s)
+        with _Sink(self._writable_blob_dir(), hex_, max_bytes=self.max_blob_bytes,
+                   expected_size=size) as sink:
             try:
                 if scheme == "file":
-                    self._copy_file(source, sink, progress)
+                    self._copy_file(source, sink, progress, deadline)
                 else:
-                    self._copy_http(source, sink, progress)
+                    self._copy_http(source, sink, progress, deadline)
             except BlobError as exc:
                 raise _fetch_error(digest, source, str(exc)) from exc
-            except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
-                raise _fetch_error(digest, source, _cause(exc)) from exc
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                # Past the deadline, whatever broke (a read timeout, the
+                # watchdog's shutdown, a handshake cut short) broke because of it.
+                reason = deadline.reason() if deadline.expired() else _cause(exc, self.timeout_s)
+                raise _fetch_error(digest, source, reason) from exc
             self._settle(sink, expected=digest, where=source)
 
     @staticmethod
-    def _copy_file(source: str, sink: _Sink, progress: Progress | None) -> None:
+    def _copy_file(source: str, sink: _Sink, progress: Progress | None, deadline: _Deadline) -> None:
         import urllib.request
 
         parts = urllib.parse.urlsplit(source)
         if parts.netloc not in ("", "localhost"):
             raise BlobError(f"file:// URLs must name a local path, not host {parts.netloc!r}")
         path = Path(urllib.request.url2pathname(parts.path))
-        with open(path, "rb") as src:
-            total = os.fstat(src.fileno()).st_size
-            _pump(src, sink, total, progress)
+        with _open_regular(path) as src:
+            length = os.fstat(src.fileno()).st_size
+            if sink.expected_size is not None and length != sink.expected_size:
+                raise BlobError(f"the file has {length} bytes, not the expected {sink.expected_size}")
+            if length > sink.limit:
+                raise BlobError(f"blob is larger than the store's limit of {sink.limit} bytes "
+                                f"(the file has {length})")
+            total = sink.expected_size if sink.expected_size is not None else length
+            _pump(src.read, sink, total, progress, deadline, _CHUNK)
 
-    def _copy_http(self, source: str, sink: _Sink, progress: Progress | None) -> None:
-        import urllib.request
+    def _copy_http(self, source: str, sink: _Sink, progress: Progress | None, deadline: _Deadline) -> None:
+        """GETs ``source`` (following allowed redirects) into ``sink``, within ``deadline``.
 
-        request = urllib.request.Request(source, headers={"User-Agent": "pylon-blobstore"})
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            _pump(response, sink, total, progress)
-            if total is not None and sink.size != total:
-                raise BlobError(f"interrupted: got {sink.size} of {total} bytes")
+        Why http.client and not urllib or a third-party client: urllib's socket
+        timeout bounds each read, not the whole transfer (a server that sends a
+        byte every few seconds keeps it going forever), and it follows redirects
+        to other schemes. No well-kept library gives both an overall deadline
+        and a redirect policy we can state, so we own the socket here: the
+        stdlib parses HTTP, we connect, re-arm the socket timeout with
+        min(timeout_s, time left) before every read, shut the socket down when
+        the deadline passes (a watchdog, for the reads http.client makes in
+        loops of its own: headers) and decide each redirect.
+        """
+        url = source
+        redirects = 0
+        with _Watchdog(deadline) as watchdog:
+            while True:
+                sock, conn = self._connect(url, deadline, watchdog)
+                response = None
+                try:
+                    sock.settimeout(min(self.timeout_s, deadline.left()))
+                    conn.request("GET", _request_target(url),
+                                 headers={"User-Agent": "pylon-blobstore", "Connection": "close"})
+                    sock.settimeout(min(self.timeout_s, deadline.left()))
+                    response = conn.getresponse()
+                    where = "" if url == source else f" (at {url})"
+                    if response.status in _REDIRECT_STATUSES:
+                        location = response.getheader("Location")
+                        if not location:
+                            raise BlobError(f"HTTP {response.status} {response.reason} without a "
+                                            f"Location header{where}")
+                        target = urllib.parse.urljoin(url, location.strip())
+                        if redirects >= MAX_REDIRECTS:
+                            raise BlobError(f"too many redirects: more than {MAX_REDIRECTS} "
+                                            f"(the next one to {target})")
+                        check_redirect(url, target)
+                        redirects += 1
+                        url = target
+                        continue
+                    if response.status != 200:
+                        raise BlobError(f"HTTP {response.status} {response.reason}{where}")
+                    self._copy_body(response, sock, sink, progress, deadline)
+                    return
+                finally:
+                    if response is not None:
+                        response.close()
+                    conn.close()
+                    sock.close()
+
+    def _connect(self, url: str, deadline: _Deadline,
+                 watchdog: _Watchdog) -> tuple[socket.socket, http.client.HTTPConnection]:
+        """A connected (and for https, handshaken) socket, and an HTTPConnection that uses it."""
+        import http.client
+        import socket
+
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        host = parts.hostname
+        if not host:
+            raise BlobError(f"no host in {url}")
+        port = parts.port or (443 if scheme == "https" else 80)
+        # Name resolution is not bounded by the deadline (getaddrinfo takes no timeout).
+        sock = socket.create_connection((host, port), timeout=min(self.timeout_s, deadline.left()))
+        conn: http.client.HTTPConnection
+        try:
+            watchdog.watch(sock)
+            if scheme == "https":
+                context = self._ssl_context()
+                sock.settimeout(min(self.timeout_s, deadline.left()))
+                sock = context.wrap_socket(sock, server_hostname=host)
+                conn = http.client.HTTPSConnection(host, port, context=context)
+            else:
+                conn = http.client.HTTPConnection(host, port)
+        except BaseException:
+            sock.close()
+            raise
+        conn.sock = sock  # so http.client uses our socket and never connects on its own
+        return sock, conn
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self.ssl_context is None:
+            import ssl
+
+            self.ssl_context = ssl.create_default_context()
+        return self.ssl_context
+
+    def _copy_body(self, response: http.client.HTTPResponse, sock: socket.socket, sink: _Sink,
+                   progress: Progress | None, deadline: _Deadline) -> None:
+        length = response.length  # Content-Length, or None (chunked, or until the server closes)
+        expected = sink.expected_size
+        if length is not None:
+            if expected is not None and length != expected:
+                raise BlobError(f"the server announces {length} bytes (Content-Length), "
+                                f"not the expected {expected}")
+            if length > sink.limit:
+                raise BlobError(f"blob is larger than the store's limit of {sink.limit} bytes "
+                                f"(the server announces {length})")
+
+        def read(n: int) -> bytes:
+            # read1 makes at most one recv, so no read waits longer than this.
+            sock.settimeout(min(self.timeout_s, deadline.left()))
+            return response.read1(n)
+
+        total = expected if expected is not None else length
+        _pump(read, sink, total, progress, deadline, _NET_CHUNK)
+        if length is not None and sink.size != length:
+            raise BlobError(f"interrupted: got {sink.size} of {length} bytes")
 
 
 def _fetch_error(digest: str, source: str, reason: str) -> FetchError:
@@ -529,36 +715,222 @@ def _short(exc: BlobError) -> str:
     return getattr(exc, "reason", None) or str(exc)
 
 
-def _pump(src: BinaryIO, sink: _Sink, total: int | None, progress: Progress | None) -> None:
-    """Copies ``src`` into ``sink`` in chunks, reporting progress."""
+def _pump(read: Callable[[int], bytes], sink: _Sink, total: int | None,
+          progress: Progress | None, deadline: _Deadline, chunk: int) -> None:
+    """Copies from ``read(n)`` into ``sink`` in chunks, reporting progress.
+
+    Never asks for more than one byte past the sink's limit, so a source that
+    sends too much is stopped after at most one extra byte; stops at the deadline.
+    """
     if progress:
         progress(0, total)
-    while chunk := src.read(_CHUNK):
-        sink.write(chunk)
+    while True:
+        deadline.left()  # raises once it has passed
+        data = read(min(chunk, sink.limit - sink.size + 1))
+        if not data:
+            break
+        sink.write(data)
         if progress:
             progress(sink.size, total)
+    if deadline.expired():  # the watchdog cut the connection: that is the end we saw
+        raise BlobError(deadline.reason())
+    if sink.expected_size is not None and sink.size < sink.expected_size:
+        raise BlobError(f"interrupted: got {sink.size} of the expected {sink.expected_size} bytes")
 
 
-def _cause(exc: BaseException) -> str:
+class _Deadline:
+    """The end of the time one source has to deliver a blob."""
+
+    #: Errors this close to the end are taken as caused by it (timeouts are rounded).
+    SLACK_S = 0.05
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.end - self.SLACK_S
+
+    def reason(self) -> str:
+        return f"timed out after {self.seconds:g} s (the fetch deadline)"
+
+    def left(self) -> float:
+        """Seconds left (> 0). Raises BlobError ("timed out after N s") once none are."""
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise BlobError(self.reason())
+        return left
+
+
+class _Watchdog:
+    """Shuts the current connection down when the deadline passes.
+
+    Reads :func:`_pump` makes are bounded by the socket timeout it sets before
+    each one, and ssl bounds a whole TLS handshake by the timeout it starts
+    with. But http.client reads the status line, the headers and chunk-size
+    lines in loops of recv calls, each allowed the whole timeout, so a server
+    dripping them could outlast any per-read timeout; shutting the socket down
+    wakes whichever read is waiting. The watchdog keeps a duplicate of the
+    socket: ``wrap_socket`` detaches the one it wraps.
+    """
+
+    def __init__(self, deadline: _Deadline):
+        import threading
+
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._fired = False
+        self._timer = threading.Timer(max(0.0, deadline.end - time.monotonic()), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._release()
+
+    def watch(self, sock: socket.socket) -> None:
+        """From now on the deadline shuts ``sock`` down (at once if it has passed)."""
+        with self._lock:
+            self._release()
+            self._sock = sock.dup()
+            if self._fired:
+                self._shutdown()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._fired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        import socket
+
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the peer
+
+    def _release(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Opens ``path`` for reading, if it is a regular file.
+
+    Raises:
+        BlobError: it is a FIFO, a device (``/dev/zero`` streams forever), a
+            socket or a folder. O_NONBLOCK makes opening a FIFO return at once
+            instead of waiting for a writer; the check is ``fstat`` on the
+            descriptor just opened, so nothing can be swapped in between.
+        OSError: it cannot be opened.
+    """
+    import fcntl
+
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # what opening a Unix socket gives
+            raise BlobError(f"{path} is not a regular file (it is a socket or a device)") from exc
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BlobError(f"{path} is not a regular file (it is {_file_kind(mode)})")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return f"of type {stat.S_IFMT(mode):o}"
+
+
+def _is_loopback(host: str | None) -> bool:
+    """True for ``localhost`` and addresses in 127.0.0.0/8 or ``::1``."""
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    if host == "localhost":
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_redirect(current: str, target: str) -> None:
+    """Raises :class:`BlobError` unless a source may redirect from ``current`` to ``target``.
+
+    Allowed: to ``https`` (from ``http`` or ``https``), and ``http`` to
+    ``http`` when both hosts are loopback (``127.0.0.0/8``, ``::1``,
+    ``localhost``: a local mirror or a test). Refused: ``https`` to ``http``
+    (a downgrade anyone on the path could then serve), ``http`` to ``http``
+    off loopback, and any other scheme (``file:``, ``ftp:``...: a server must
+    not make us read local files). The digest check would catch wrong bytes
+    either way; this keeps a source from steering the fetch. The message
+    names both URLs and their schemes.
+    """
+    src, dst = urllib.parse.urlsplit(current), urllib.parse.urlsplit(target)
+    s, d = src.scheme.lower(), dst.scheme.lower()
+    if d == "https" and dst.hostname:
+        return
+    if d == "http" and s == "http" and _is_loopback(src.hostname) and _is_loopback(dst.hostname):
+        return
+    if d == "https":
+        why = "the target names no host"
+    elif d == "http" and s == "https":
+        why = "https may not redirect to http"
+    elif d == "http":
+        why = "http may redirect to http only from and to a loopback address"
+    else:
+        why = f"redirects may go to https only, not to {d or 'a URL without a scheme'}"
+    raise BlobError(f"refused a redirect from {s} to {d or '(none)'} ({why}): {current} -> {target}")
+
+
+def _request_target(url: str) -> str:
+    """The path and query of ``url``, as sent in the request line (the fragment is never sent)."""
+    parts = urllib.parse.urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def _cause(exc: BaseException, timeout_s: float) -> str:
     """A short, human reason for a failed fetch."""
     import http.client
-    import urllib.error
+    import socket
 
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}"
-    if isinstance(exc, urllib.error.URLError):
-        reason = exc.reason
-        if isinstance(reason, OSError):
-            return _cause(reason)
-        return str(reason)
     if isinstance(exc, http.client.IncompleteRead):
         return f"interrupted: the connection closed with {exc.expected} bytes still to come"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "the server closed the connection without answering"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError):
-        return "timed out"
+        return f"timed out: nothing arrived for {timeout_s:g} s"
     if isinstance(exc, FileNotFoundError):
         return f"no such file {exc.filename}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host: {exc.strerror or exc}"
+    ssl = sys.modules.get("ssl")
+    if ssl is not None and isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate refused: {exc.verify_message or exc}"
+    if ssl is not None and isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
     if isinstance(exc, OSError):
         if exc.errno == errno.ECONNRESET:
             return "connection reset"
