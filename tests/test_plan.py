@@ -23,11 +23,16 @@ from pylon.blobstore import DIGEST_PATTERN
 from pylon.errors import PlanError
 from pylon.plan import (
     CAP_NAME_PATTERN,
+    DEFAULT_GUEST_LIMITS,
     DEFAULT_LIMITS,
+    DEFAULT_RUN_LIMITS,
+    MAX_DEPTH,
     CapEntry,
     CapLimits,
+    GuestLimits,
     GuestRef,
     Plan,
+    RunLimits,
     load,
     loads,
     schema,
@@ -160,26 +165,202 @@ def test_schema_agrees_with_code() -> None:
 
 def test_docs_list_the_defaults() -> None:
     doc = (Path(__file__).parents[1] / "docs" / "plan.md").read_text()
-    for key, value in (("memory-mb", DEFAULT_LIMITS.memory_mb), ("timeout-ms", DEFAULT_LIMITS.timeout_ms),
-                       ("max-payload-mb", DEFAULT_LIMITS.max_payload_mb)):
-        assert re.search(rf"`{key}`\s*\|\s*{value}\b", doc), key
+    sections = {"cap": doc[doc.index("### Cap limits"):], "guest": doc[doc.index("### Guest limits"):],
+                "run": doc[doc.index("### Run limits"):]}
+    expected = [("cap", "memory-mb", DEFAULT_LIMITS.memory_mb), ("cap", "timeout-ms", DEFAULT_LIMITS.timeout_ms),
+                ("cap", "max-payload-mb", DEFAULT_LIMITS.max_payload_mb),
+                ("guest", "memory-mb", DEFAULT_GUEST_LIMITS.memory_mb),
+                ("guest", "timeout-ms", DEFAULT_GUEST_LIMITS.timeout_ms),
+                ("run", "max-instances", DEFAULT_RUN_LIMITS.max_instances),
+                ("run", "max-memory-mb", DEFAULT_RUN_LIMITS.max_memory_mb)]
+    for section, key, value in expected:
+        shown = "none" if value is None else str(value)
+        assert re.search(rf"`{key}`\s*\|\s*{shown}\b", sections[section]), (section, key)
+
+
+def test_schema_limit_keys_match_the_dataclasses() -> None:
+    defs = schema()["$defs"]
+    assert set(defs["limits"]["properties"]) == {"memory-mb", "timeout-ms", "max-payload-mb"}
+    assert set(defs["guestLimits"]["properties"]) == {"memory-mb", "timeout-ms"}
+    assert set(defs["runLimits"]["properties"]) == {"max-instances", "max-memory-mb"}
+    assert set(CapLimits.__dataclass_fields__) == {"memory_mb", "timeout_ms", "max_payload_mb"}
+    assert set(GuestLimits.__dataclass_fields__) == {"memory_mb", "timeout_ms"}
+    assert set(RunLimits.__dataclass_fields__) == {"max_instances", "max_memory_mb"}
+
+
+def test_schema_has_no_fractional_numbers() -> None:
+    # The compiled validator counts 1.0 as an integer; plan.py refuses any
+    # float instead, which is right only while no field takes one.
+    assert '"number"' not in json.dumps(schema())
+
+
+# -- guest limits, run limits, sizes ------------------------------------------------
+
+def test_guest_limit_defaults() -> None:
+    assert DEFAULT_GUEST_LIMITS == GuestLimits(timeout_ms=None, memory_mb=2048)
+    assert Plan().guest_limits() == DEFAULT_GUEST_LIMITS
+    assert GuestLimits(timeout_ms=5).effective() == GuestLimits(timeout_ms=5, memory_mb=2048)
+    pinned = Plan(guest=GuestRef(digest=D1))
+    assert pinned.guest_limits() == DEFAULT_GUEST_LIMITS
+    assert pinned.guest is not None and pinned.guest.limits == GuestLimits()
+
+
+def test_stock_guest_with_limits() -> None:
+    plan = Plan.load(PLANS / "good_stock_guest_limits.json")
+    assert plan.guest == GuestRef(limits=GuestLimits(timeout_ms=60000, memory_mb=512))
+    assert plan.guest.digest is None and plan.guest.size is None and plan.guest.sources == ()
+    assert plan.guest_limits() == GuestLimits(timeout_ms=60000, memory_mb=512)
+    assert plan.digests() == {plan.caps["crc32c"].digest}  # the stock guest is not named
+    assert plan.run_limits() == RunLimits(max_instances=8, max_memory_mb=DEFAULT_RUN_LIMITS.max_memory_mb)
+    assert Plan(guest=GuestRef()).dumps() == (PLANS / "good_stock_guest_default_limits.json").read_text()
+
+
+def test_run_limit_defaults_and_canonical_form() -> None:
+    assert DEFAULT_RUN_LIMITS == RunLimits(max_instances=32, max_memory_mb=1024)
+    assert Plan().run_limits() == DEFAULT_RUN_LIMITS
+    assert "limits" not in Plan().to_json()  # written only when set
+    plan = Plan().with_limits(RunLimits(max_memory_mb=2048))
+    assert plan.to_json()["limits"] == {"max-memory-mb": 2048}
+    assert plan.run_limits() == RunLimits(max_instances=32, max_memory_mb=2048)
+    assert loads(plan.dumps()) == plan
+    with pytest.raises(PlanError, match=r"at \$\.limits\.max-instances: must be at most 1024, got 5000"):
+        Plan(limits=RunLimits(max_instances=5000))
+
+
+def test_sizes() -> None:
+    plan = Plan.load(PLANS / "good_sizes_and_limits.json")
+    assert plan.guest is not None and plan.guest.size == 36_000_000
+    assert plan.guest.limits == GuestLimits(memory_mb=1024)
+    assert plan.caps["crc32c"].size == 20480 and plan.caps["zstd"].size == 1
+    again = Plan().with_cap("crc32c", digest=D1, size=7)
+    assert again.caps["crc32c"].size == 7 and again.to_json()["caps"]["crc32c"]["size"] == 7
+    assert "size" not in Plan().with_cap("crc32c", digest=D1).to_json()["caps"]["crc32c"]
+    with pytest.raises(PlanError, match=r"at \$\.caps\.crc32c\.size: must be at least 1, got 0"):
+        Plan().with_cap("crc32c", digest=D1, size=0)
+    with pytest.raises(PlanError, match=r"at \$\.guest\.size: 'size' needs 'digest'"):
+        Plan(guest=GuestRef(size=5))
+    with pytest.raises(PlanError, match=r"at \$\.guest\.sources: 'sources' needs 'digest'"):
+        Plan(guest=GuestRef(sources=("file:///g.wasm",)))
+
+
+_INTEGER_FIELDS = [
+    ("pylon-plan",), ("caps", "c", "size"), ("caps", "c", "limits", "memory-mb"),
+    ("caps", "c", "limits", "timeout-ms"), ("caps", "c", "limits", "max-payload-mb"),
+    ("guest", "size"), ("guest", "limits", "memory-mb"), ("guest", "limits", "timeout-ms"),
+    ("limits", "max-instances"), ("limits", "max-memory-mb"),
+]
+
+
+@pytest.mark.parametrize("field_path", _INTEGER_FIELDS, ids=lambda p: ".".join(p))
+@pytest.mark.parametrize("bad", [True, 64.0, 1e3], ids=["true", "64.0", "1e3"])
+def test_integers_are_never_bools_or_floats(field_path: tuple[str, ...], bad: object) -> None:
+    good = {"pylon-plan": 1, "caps": {"c": {"digest": D1, "sources": [], "size": 64,
+                                            "limits": {"memory-mb": 64, "timeout-ms": 64, "max-payload-mb": 64}}},
+            "guest": {"digest": D2, "sources": [], "size": 64, "limits": {"memory-mb": 64, "timeout-ms": 64}},
+            "limits": {"max-instances": 64, "max-memory-mb": 64}}
+    assert loads(json.dumps(good)).run_limits().max_instances == 64
+    node = good
+    for step in field_path[:-1]:
+        node = node[step]
+    node[field_path[-1]] = bad
+    with pytest.raises(PlanError) as info:
+        loads(json.dumps(good))
+    assert info.value.path == "$." + ".".join(field_path)
+    assert "expected an integer" in str(info.value) or "unsupported plan version" in str(info.value)
+
+
+# -- hostile documents -----------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "[" * 100_000,
+    "[" * 100_000 + "]" * 100_000,
+    '{"a":' * 100_000,
+    '{"a":' * 100_000 + "1" + "}" * 100_000,
+    '{"pylon-plan": 1, "caps": {"x": ' + '{"a": [' * 50_000 + "]}" * 50_000 + "}}",
+], ids=["open-lists", "closed-lists", "open-objects", "closed-objects", "inside-a-plan"])
+def test_deep_nesting_is_a_plan_error_with_a_path(text: str) -> None:
+    with pytest.raises(PlanError) as info:
+        loads(text, file="deep.json")
+    message = str(info.value)
+    assert f"nested more than {MAX_DEPTH} levels deep" in message
+    assert info.value.path is not None and info.value.path.startswith("$")
+    assert message.startswith(f"deep.json: at {info.value.path}: ")
+    if text.startswith("["):
+        assert info.value.path == "$" + "[0]" * MAX_DEPTH
+    elif text.startswith('{"a"'):
+        assert info.value.path == "$" + ".a" * MAX_DEPTH
+
+
+def test_nesting_up_to_the_limit_is_left_to_the_schema() -> None:
+    inside = "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)
+    with pytest.raises(PlanError, match=r"at \$\.caps: expected an object, got a list"):
+        loads('{"pylon-plan": 1, "caps": %s}' % inside)
+
+
+def test_validation_cannot_be_skipped_through_the_cache(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Validation used to be skipped for a document whose hash was in the cache
+    # (<cache>/validated-plans/<sha256>), so anyone who could write the cache
+    # could load any limits. Plant such a marker: the plan must still fail,
+    # and loading must not write anything into the cache.
+    import hashlib
+
+    from pylon.plan import SCHEMA_PATH
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PYLON_CACHE_DIR", str(cache))
+    doc = {"pylon-plan": 1, "caps": {"c": {"digest": D1, "sources": [], "limits": {"memory-mb": 999999},
+                                           "wasi": False}}}
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    marker = cache / "validated-plans" / hashlib.sha256(
+        SCHEMA_PATH.read_bytes() + b"\0" + canonical.encode()).hexdigest()
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+    with pytest.raises(PlanError, match=r"at \$\.caps\.c\.limits\.memory-mb: must be at most 4096"):
+        loads(json.dumps(doc))
+    marker.unlink()
+    marker.parent.rmdir()
+    good = Plan().with_cap("crc32c", digest=D1).dumps()
+    loads(good)
+    assert list(cache.iterdir()) == []
+
+
+def test_compiled_validator_rejects_every_bad_golden_that_parses() -> None:
+    from pylon.plan import _fast_check, _parse_json
+    for case in BAD:
+        try:
+            doc = _parse_json(case.read_text(errors="replace"), file=None)
+        except PlanError:
+            continue  # not JSON: never reaches a validator
+        if isinstance(doc, dict) and doc.get("pylon-plan", 1) != 1:
+            continue  # the version check comes first
+        assert _fast_check(doc) is not None, case.name
 
 
 _names = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,10}\Z")
 _digests = st.from_regex(r"\Asha256:[0-9a-f]{64}\Z")
 _limit = st.one_of(st.none(), st.integers(1, 4096))
+_size = st.one_of(st.none(), st.integers(1, 2**53 - 1))
+_sources = st.lists(st.sampled_from(["file:///a.wasm", "https://h.example/b", "http://h:8/c"]),
+                    unique=True).map(tuple)
 _caps = st.dictionaries(_names, st.builds(
-    CapEntry, digest=_digests,
-    sources=st.lists(st.sampled_from(["file:///a.wasm", "https://h.example/b", "http://h:8/c"]),
-                     unique=True).map(tuple),
+    CapEntry, digest=_digests, sources=_sources, size=_size,
     limits=st.builds(CapLimits, memory_mb=_limit, timeout_ms=_limit, max_payload_mb=_limit),
     wasi=st.booleans()), max_size=4)
+_guest_limits = st.builds(GuestLimits, timeout_ms=st.one_of(st.none(), st.integers(1, 86_400_000)),
+                          memory_mb=st.one_of(st.none(), st.integers(16, 4096)))
+_guests = st.one_of(
+    st.none(),
+    st.builds(GuestRef, limits=_guest_limits),
+    st.builds(GuestRef, digest=_digests, sources=_sources, size=_size, limits=_guest_limits))
+_run_limits = st.builds(RunLimits, max_instances=st.one_of(st.none(), st.integers(1, 1024)),
+                        max_memory_mb=st.one_of(st.none(), st.integers(1, 65536)))
 
 
 @settings(max_examples=60, deadline=None)
-@given(caps=_caps, guest=st.one_of(st.none(), st.builds(GuestRef, digest=_digests)))
-def test_any_valid_plan_round_trips(caps: dict[str, CapEntry], guest: GuestRef | None) -> None:
-    plan = Plan(guest=guest, caps=caps)
+@given(caps=_caps, guest=_guests, limits=_run_limits)
+def test_any_valid_plan_round_trips(caps: dict[str, CapEntry], guest: GuestRef | None,
+                                    limits: RunLimits) -> None:
+    plan = Plan(guest=guest, caps=caps, limits=limits)
     text = plan.dumps()
     assert loads(text) == plan
     assert loads(text).dumps() == text
