@@ -1,22 +1,35 @@
-"""The trust policy: which cap digests the user allows, per cap name.
+"""The trust policy: which cap digests the user allows, per cap name, and which guests.
 
 Stored at :func:`pylon.paths.trust_file` as::
 
-    {"version": 1, "allow": {"crc32c": ["sha256:<hex>", ...]}}
+    {"version": 1, "allow": {"crc32c": ["sha256:<hex>", ...]}, "guests": ["sha256:<hex>"]}
 
 A cap is trusted only if its exact digest is allowed *for that name*: allowing
 ``sha256:X`` for ``crc32c`` does not let the same bytes run as ``zlib``, and a
-new build of ``crc32c`` (a new digest) must be allowed again. Nothing is
-trusted by default.
+new build of ``crc32c`` (a new digest) must be allowed again. A guest
+(pylon.wasm) is trusted by digest alone (``"guests"``, optional; ``composectl
+setup`` allows the stock guest it built). Nothing is trusted by default.
 
-:class:`TrustPolicy` is an in-memory copy: change it with :meth:`~TrustPolicy.allow`
-and :meth:`~TrustPolicy.revoke`, then :meth:`~TrustPolicy.save` (atomic). The
-runtime calls :meth:`~TrustPolicy.check` on every resolve.
+:class:`TrustPolicy` is an in-memory copy: change it with :meth:`~TrustPolicy.allow`,
+:meth:`~TrustPolicy.revoke`, :meth:`~TrustPolicy.allow_guest` and
+:meth:`~TrustPolicy.revoke_guest`, then :meth:`~TrustPolicy.save` (atomic). The
+runtime calls :meth:`~TrustPolicy.check_guest` before it runs a guest and
+:meth:`~TrustPolicy.check` on every resolve. A refused resolve is told twice:
+:meth:`~TrustPolicy.guest_message` for the guest's exception (the cap name, the
+digest asked for and the command to run, nothing else: a guest learns no other
+digest and no host path) and :meth:`~TrustPolicy.host_message` on the host's
+stderr (which also lists the digests that are allowed for that name).
+
+The trust file decides what native code runs, so it is read and written only
+in a folder owned by the user and writable by no one else
+(:func:`pylon.paths.private_dir`); a trust file another user could have
+written is refused.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,11 +39,13 @@ from pylon.blobstore import is_digest, write_atomic
 from pylon.errors import TrustError
 from pylon.plan import CAP_NAME_PATTERN
 
-__all__ = ["TRUST_VERSION", "TrustEntry", "TrustPolicy", "allow_command"]
+__all__ = ["TRUST_VERSION", "TrustEntry", "TrustPolicy", "allow_command", "allow_guest_command"]
 
 #: The trust file format version this code reads and writes.
 TRUST_VERSION = 1
-_NAME_RE = re.compile(CAP_NAME_PATTERN)
+# fullmatch: re's '$' would also match before a final newline ("crc32c\n").
+_NAME_RE = re.compile(CAP_NAME_PATTERN.removeprefix("^").removesuffix("$"))
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class TrustEntry(NamedTuple):
@@ -45,26 +60,44 @@ def allow_command(name: str, digest: str) -> str:
     return f"composectl trust allow {name} {digest}"
 
 
+def allow_guest_command(digest: str) -> str:
+    """The exact command that allows the guest of ``digest``."""
+    return f"composectl trust allow --guest {digest}"
+
+
+def _good_digest(digest: object) -> bool:
+    return isinstance(digest, str) and is_digest(digest) and _DIGEST_RE.fullmatch(digest) is not None
+
+
 def _check_pair(name: str, digest: str | None, *, where: str) -> None:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise TrustError(f"{where}bad cap name {name!r}: use lowercase letters, digits, '_' and '-', "
                          "starting with a letter or digit, at most 64 characters")
-    if digest is not None and not is_digest(digest):
+    if digest is not None and not _good_digest(digest):
         raise TrustError(f"{where}bad digest {digest!r} for cap {name!r}: "
                          "expected 'sha256:' followed by 64 lowercase hex digits")
 
 
+def _check_guest_digest(digest: str, *, where: str) -> None:
+    if not _good_digest(digest):
+        raise TrustError(f"{where}bad guest digest {digest!r}: "
+                         "expected 'sha256:' followed by 64 lowercase hex digits")
+
+
 class TrustPolicy:
-    """Allowed digests per cap name, loaded from and saved to one JSON file.
+    """Allowed digests per cap name, and allowed guest digests, in one JSON file.
 
     Args:
         path: the trust file; default :func:`pylon.paths.trust_file`.
         allow: initial ``name -> digests``; normally use :meth:`load`.
+        guests: initial guest digests.
     """
 
-    def __init__(self, *, path: Path | None = None, allow: dict[str, set[str]] | None = None):
+    def __init__(self, *, path: Path | None = None, allow: dict[str, set[str]] | None = None,
+                 guests: set[str] | None = None):
         self.path = Path(path) if path is not None else paths.trust_file()
         self._allow: dict[str, set[str]] = {k: set(v) for k, v in (allow or {}).items()}
+        self._guests: set[str] = set(guests or ())
 
     @classmethod
     def load(cls, path: Path | None = None) -> TrustPolicy:
@@ -72,25 +105,48 @@ class TrustPolicy:
 
         Raises:
             TrustError: the file is unreadable, not JSON, or malformed.
+            StateError: the file or its folder is owned by another user or
+                writable by others (anyone who can write it decides what runs).
         """
         path = Path(path) if path is not None else paths.trust_file()
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                raw = f.read()
         except FileNotFoundError:
             return cls(path=path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TrustError(f"{path}: cannot read trust policy: {exc}") from exc
+        except OSError as exc:
+            raise TrustError(f"{path}: cannot read trust policy: {exc.strerror or exc}") from exc
+        paths.check_private(path.parent)
+        paths.check_private(path, st)
         try:
-            doc = json.loads(text)
+            doc = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise TrustError(f"{path}: cannot read trust policy: not UTF-8 text (byte {exc.start})") from exc
         except json.JSONDecodeError as exc:
             raise TrustError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
                              f"{exc.msg}") from exc
-        return cls(path=path, allow=_parse(doc, where=f"{path}: "))
+        except (ValueError, RecursionError) as exc:
+            raise TrustError(f"{path}: invalid JSON: {type(exc).__name__}") from exc
+        allow, guests = _parse(doc, where=f"{path}: ")
+        return cls(path=path, allow=allow, guests=guests)
 
     def save(self) -> None:
-        """Writes the policy atomically; sorted, so the file diffs cleanly."""
-        doc = {"version": TRUST_VERSION,
-               "allow": {name: sorted(ds) for name, ds in sorted(self._allow.items()) if ds}}
+        """Writes the policy atomically; sorted, so the file diffs cleanly.
+
+        The folder is created ``0700`` (and refused if unsafe) by
+        :func:`pylon.paths.private_dir`. ``"guests"`` is written only when
+        some guest is allowed.
+
+        Raises:
+            StateError: the folder cannot be created or is unsafe.
+        """
+        doc: dict[str, object] = {
+            "version": TRUST_VERSION,
+            "allow": {name: sorted(ds) for name, ds in sorted(self._allow.items()) if ds}}
+        if self._guests:
+            doc["guests"] = sorted(self._guests)
+        paths.private_dir(self.path.parent)
         write_atomic(self.path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
     def allow(self, name: str, digest: str) -> bool:
@@ -132,25 +188,88 @@ class TrustPolicy:
         """Raises unless ``digest`` is allowed for cap ``name``.
 
         Raises:
-            TrustError: not allowed; the message names the cap, the digest, any
-                other digests allowed for that name, and the command to allow it.
+            TrustError: not allowed; the message is :meth:`host_message` (for
+                the host's stderr: it lists other allowed digests). Show a
+                guest :meth:`guest_message` instead.
         """
         if self.is_trusted(name, digest):
             return
+        raise TrustError(self.host_message(name, digest))
+
+    def host_message(self, name: str, digest: str) -> str:
+        """Why cap ``name`` with ``digest`` is refused, in full, for the host's stderr.
+
+        Names the cap, the digest, the digests that *are* allowed for that
+        name (so a user sees "you allowed an older build") and the command.
+        """
         others = sorted(self._allow.get(name, ()))
         why = (f"allowed digests for {name!r} are {', '.join(others)}" if others
                else f"no digest is allowed for {name!r}")
-        raise TrustError(f"cap {name!r} with digest {digest} is not trusted ({why}); "
-                         f"to allow it, run: {allow_command(name, digest)}")
+        return (f"cap {name!r} with digest {digest} is not trusted ({why}); "
+                f"to allow it, run: {allow_command(name, digest)}")
+
+    @staticmethod
+    def guest_message(name: str, digest: str) -> str:
+        """Why cap ``name`` with ``digest`` is refused, as the guest may see it.
+
+        Only what the guest asked for and the command to run: no other
+        digests, no paths (the guest is not told what else is trusted).
+        """
+        return f"cap {name!r} with digest {digest} is not trusted; to allow it, run: {allow_command(name, digest)}"
+
+    # -- guests ----------------------------------------------------------------
+
+    def allow_guest(self, digest: str) -> bool:
+        """Allows the guest component of ``digest``; False if it already was.
+
+        Raises:
+            TrustError: the digest is malformed.
+        """
+        _check_guest_digest(digest, where="")
+        if digest in self._guests:
+            return False
+        self._guests.add(digest)
+        return True
+
+    def revoke_guest(self, digest: str) -> bool:
+        """Stops trusting the guest of ``digest``; False if it was not allowed.
+
+        Raises:
+            TrustError: the digest is malformed.
+        """
+        _check_guest_digest(digest, where="")
+        if digest not in self._guests:
+            return False
+        self._guests.discard(digest)
+        return True
+
+    def guests(self) -> list[str]:
+        """Every allowed guest digest, sorted."""
+        return sorted(self._guests)
+
+    def is_trusted_guest(self, digest: str) -> bool:
+        """True if the guest component of exactly this digest is allowed."""
+        return digest in self._guests
+
+    def check_guest(self, digest: str) -> None:
+        """Raises unless the guest of ``digest`` is allowed.
+
+        Raises:
+            TrustError: not allowed; the message names the digest and the
+                command that allows it.
+        """
+        if not self.is_trusted_guest(digest):
+            raise TrustError(f"guest with digest {digest} is not trusted; "
+                             f"to allow it, run: {allow_guest_command(digest)}")
 
 
-def _parse(doc: Any, *, where: str) -> dict[str, set[str]]:
-    """Checks a trust document's shape; returns ``name -> digests``."""
+def _parse(doc: Any, *, where: str) -> tuple[dict[str, set[str]], set[str]]:
+    """Checks a trust document's shape; returns ``name -> digests`` and the guest digests."""
     if not isinstance(doc, dict):
         raise TrustError(f"{where}expected a JSON object")
-    unknown = sorted(set(doc) - {"version", "allow"})
+    unknown = sorted(set(doc) - {"version", "allow", "guests"})
     if unknown:
-        raise TrustError(f"{where}unknown key {unknown[0]!r} (allowed: allow, version)")
+        raise TrustError(f"{where}unknown key {unknown[0]!r} (allowed: allow, guests, version)")
     if type(doc.get("version")) is not int or doc["version"] != TRUST_VERSION:
         raise TrustError(f"{where}unsupported trust file version {json.dumps(doc.get('version'))}: "
                          f"this Pylon reads version {TRUST_VERSION}")
@@ -159,10 +278,15 @@ def _parse(doc: Any, *, where: str) -> dict[str, set[str]]:
         raise TrustError(f"{where}'allow' must be an object of cap name -> list of digests")
     out: dict[str, set[str]] = {}
     for name, digests in allow.items():
+        _check_pair(name, None, where=where)
         if not isinstance(digests, list):
             raise TrustError(f"{where}allow.{name} must be a list of digests")
-        _check_pair(name, None, where=where)
         for digest in digests:
             _check_pair(name, digest, where=where)
         out[name] = set(digests)
-    return out
+    guests = doc.get("guests", [])
+    if not isinstance(guests, list):
+        raise TrustError(f"{where}'guests' must be a list of digests")
+    for digest in guests:
+        _check_guest_digest(digest, where=where)
+    return out, set(guests)
