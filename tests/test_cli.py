@@ -84,7 +84,7 @@ def test_plan_new_add_show_remove(cap_file: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert f"composectl trust allow crc32c {CAP_DIGEST}" in result.stderr
     cap = Plan.load("app.json").caps["crc32c"]
-    assert cap.digest == CAP_DIGEST and cap.wasi
+    assert cap.digest == CAP_DIGEST and cap.wasi and cap.size == len(CAP)
     assert cap.sources == (cap_file.resolve().as_uri(), "https://mirror.example/crc32c.wasm")
     assert (cap.limits.memory_mb, cap.limits.timeout_ms, cap.limits.max_payload_mb) == (128, 500, 8)
     assert BlobStore().has(CAP_DIGEST)
@@ -92,6 +92,8 @@ def test_plan_new_add_show_remove(cap_file: Path, tmp_path: Path) -> None:
     shown = invoke("plan", "show", "app.json")
     assert shown.exit_code == 0
     assert "crc32c" in shown.stdout and "guest: stock" in shown.stdout and "memory 128 MiB" in shown.stdout
+    assert "guest limits: memory 2048 MiB, timeout none" in shown.stdout
+    assert "run limits: instances 32, cap memory 1024 MiB" in shown.stdout
 
     assert invoke("plan", "remove", "app.json", "crc32c").exit_code == 0
     assert Plan.load("app.json").caps == {}
@@ -107,6 +109,7 @@ def test_plan_new_with_guest(tmp_path: Path) -> None:
     plan = Plan.load("g.json")
     assert plan.guest is not None and plan.guest.digest == digest_bytes(b"guest component")
     assert plan.guest.sources == (guest.resolve().as_uri(),)
+    assert plan.guest.size == len(b"guest component")
 
 
 def test_plan_add_by_digest_fetches_from_source(cap_file: Path) -> None:
@@ -114,6 +117,7 @@ def test_plan_add_by_digest_fetches_from_source(cap_file: Path) -> None:
     result = invoke("plan", "add", "app.json", "crc32c", CAP_DIGEST, "--source", cap_file.as_uri())
     assert result.exit_code == 0, result.output
     assert BlobStore().has(CAP_DIGEST)
+    assert Plan.load("app.json").caps["crc32c"].size == len(CAP)
     unknown = invoke("plan", "add", "app.json", "zstd", digest_bytes(b"nothing"))
     assert unknown.exit_code == 2 and "the plan gives no source for it" in unknown.stderr
     neither = invoke("plan", "add", "app.json", "zstd", "not-a-file")
@@ -152,6 +156,58 @@ def test_plan_verify(cap_file: Path) -> None:
     gone = invoke("plan", "verify", "app.json")
     assert gone.exit_code == 1
     assert "FAILED" in gone.stdout and f"cap crc32c: cannot fetch {CAP_DIGEST}" in gone.stderr
+
+
+def test_plan_verify_checks_trust_before_fetching(cap_file: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    guest = tmp_path / "pylon.wasm"
+    guest.write_bytes(b"guest component")
+    guest_digest = digest_bytes(b"guest component")
+    invoke("plan", "new", "app.json", "--guest", str(guest))
+    invoke("plan", "add", "app.json", "crc32c", str(cap_file))
+    invoke("blob", "gc", "--all")
+    fetched: list[tuple[str, int | None]] = []
+    real_fetch = BlobStore.fetch
+
+    def spy(self: BlobStore, digest: str, sources: Any = (), **kwargs: Any) -> Path:
+        fetched.append((digest, kwargs.get("size")))
+        return real_fetch(self, digest, sources, **kwargs)
+
+    monkeypatch.setattr(BlobStore, "fetch", spy)
+    untrusted = invoke("plan", "verify", "app.json")
+    assert untrusted.exit_code == 1
+    assert fetched == []  # nothing untrusted is fetched
+    assert not BlobStore().has(CAP_DIGEST) and not BlobStore().has(guest_digest)
+    assert f"guest: not trusted; to allow it run: composectl trust allow --guest {guest_digest}" in untrusted.stderr
+    assert f"cap crc32c: not trusted; to allow it run: composectl trust allow crc32c {CAP_DIGEST}" \
+        in untrusted.stderr
+    assert "not fetched" in untrusted.stdout
+
+    assert invoke("trust", "allow", "crc32c", CAP_DIGEST).exit_code == 0
+    half = invoke("plan", "verify", "app.json")
+    assert half.exit_code == 1 and fetched == [(CAP_DIGEST, len(CAP))]  # the plan's size bounds the fetch
+    assert invoke("trust", "allow", "--guest", guest_digest).exit_code == 0
+    ok = invoke("plan", "verify", "app.json")
+    assert ok.exit_code == 0, ok.output
+    assert (guest_digest, len(b"guest component")) in fetched
+
+
+def test_plan_new_with_untrusted_guest_says_how_to_allow_it(tmp_path: Path) -> None:
+    guest = tmp_path / "pylon.wasm"
+    guest.write_bytes(b"guest component")
+    result = invoke("plan", "new", "g.json", "--guest", str(guest))
+    assert result.exit_code == 0
+    assert f"composectl trust allow --guest {digest_bytes(b'guest component')}" in result.stderr
+
+
+def test_plan_show_stock_guest_with_limits() -> None:
+    Path("s.json").write_text('{"pylon-plan": 1, "caps": {}, "guest": {"limits": {"timeout-ms": 5000}},'
+                              ' "limits": {"max-instances": 4}}')
+    shown = invoke("plan", "show", "s.json")
+    assert shown.exit_code == 0, shown.output
+    assert "guest: stock" in shown.stdout
+    assert "guest limits: memory 2048 MiB, timeout 5000 ms" in shown.stdout
+    assert "run limits: instances 4, cap memory 1024 MiB" in shown.stdout
 
 
 def test_plan_errors_are_rendered_once(tmp_path: Path) -> None:
@@ -216,6 +272,26 @@ def test_trust_allow_ls_revoke() -> None:
     assert "nothing is trusted" in invoke("trust", "ls").stderr
     bad = invoke("trust", "allow", "crc32c", "sha256:short")
     assert bad.exit_code == 2 and bad.stderr.startswith("error: bad digest 'sha256:short'")
+
+
+def test_trust_guests() -> None:
+    d2 = digest_bytes(b"two")
+    assert invoke("trust", "allow", "--guest", CAP_DIGEST).exit_code == 0
+    assert "already allowed" in invoke("trust", "allow", "--guest", CAP_DIGEST).stderr
+    assert TrustPolicy.load().is_trusted_guest(CAP_DIGEST)
+    assert not TrustPolicy.load().entries()  # a guest is not a cap
+    assert invoke("trust", "allow", "crc32c", d2).exit_code == 0
+    listed = invoke("trust", "ls")
+    assert "(guest)" in listed.stdout and CAP_DIGEST in listed.stdout and "crc32c" in listed.stdout
+    assert invoke("trust", "revoke", "--guest", d2).exit_code == 1
+    assert invoke("trust", "revoke", "--guest", CAP_DIGEST).exit_code == 0
+    assert not TrustPolicy.load().is_trusted_guest(CAP_DIGEST)
+    assert "(guest)" not in invoke("trust", "ls").stdout
+    for args in (["allow", "crc32c", d2, "--guest", d2], ["allow"], ["allow", "crc32c"],
+                 ["revoke"], ["revoke", "crc32c", "--guest", d2]):
+        assert invoke("trust", *args).exit_code == 2, args
+    bad = invoke("trust", "allow", "--guest", "sha256:short")
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: bad guest digest 'sha256:short'")
 
 
 # -- run: usage errors caught before the engine loads (the real runs are in

@@ -15,8 +15,8 @@ from pylon.blobstore import BlobStore, is_digest
 from pylon.cli.console import out, say
 from pylon.cli.progress import fetch_progress
 from pylon.errors import BlobError, PlanError
-from pylon.plan import DEFAULT_LIMITS, CapLimits, GuestRef, Plan
-from pylon.trust import TrustPolicy, allow_command
+from pylon.plan import DEFAULT_LIMITS, CapLimits, GuestLimits, GuestRef, Plan, RunLimits
+from pylon.trust import TrustPolicy, allow_command, allow_guest_command
 
 __all__ = ["app"]
 
@@ -38,10 +38,10 @@ def _editing(plan: Path) -> Iterator[None]:
         raise PlanError(message, path=exc.path, file=str(plan)) from exc
 
 
-def _store_file(store: BlobStore, file: Path) -> tuple[str, str]:
-    """Puts a file in the store; returns its digest and a file:// source for it."""
+def _store_file(store: BlobStore, file: Path) -> tuple[str, str, int]:
+    """Puts a file in the store; returns its digest, a file:// source for it and its size."""
     digest = store.put_file(file)
-    return digest, file.resolve().as_uri()
+    return digest, file.resolve().as_uri(), store.blob_path(digest).stat().st_size
 
 
 @app.command("new")
@@ -57,10 +57,14 @@ def new(
         raise PlanError("already exists; pass --force to replace it", file=str(plan))
     guest_ref = None
     if guest is not None:
-        digest, source = _store_file(BlobStore(), guest)
-        guest_ref = GuestRef(digest=digest, sources=(source,))
+        digest, source, size = _store_file(BlobStore(), guest)
+        guest_ref = GuestRef(digest=digest, sources=(source,), size=size)
     Plan(guest=guest_ref).save(plan)
     say(f"wrote {plan}" + (f" (guest {guest_ref.digest})" if guest_ref else ""))
+    if guest_ref is not None and guest_ref.digest is not None \
+            and not TrustPolicy.load().is_trusted_guest(guest_ref.digest):
+        say(f"note: this guest is not trusted yet; to allow it run: {allow_guest_command(guest_ref.digest)}",
+            style="yellow")
 
 
 @app.command("add")
@@ -92,19 +96,20 @@ def add(
     sources = list(source or [])
     if is_digest(file_or_digest):
         digest = file_or_digest
-        # A lock file names only what can be had: fetch (or verify) it now.
+        # A lock file names only what can be had: fetch (or verify) it now,
+        # and record its size so later fetches stop there.
         with fetch_progress(name) as progress:
-            store.fetch(digest, sources, progress=progress)
+            size = store.fetch(digest, sources, progress=progress).stat().st_size
     else:
         file = Path(file_or_digest)
         if not file.is_file():
             raise typer.BadParameter(f"{file_or_digest!r} is neither a file nor a digest (sha256:<hex>)",
                                      param_hint="FILE_OR_DIGEST")
-        digest, file_source = _store_file(store, file)
+        digest, file_source, size = _store_file(store, file)
         sources = [file_source, *[s for s in sources if s != file_source]]
     limits = CapLimits(memory_mb=memory_mb, timeout_ms=timeout_ms, max_payload_mb=max_payload_mb)
     with _editing(plan):
-        updated = current.with_cap(name, digest=digest, sources=sources, limits=limits, wasi=wasi)
+        updated = current.with_cap(name, digest=digest, sources=sources, limits=limits, wasi=wasi, size=size)
     updated.save(plan)
     say(f"added cap {name} {digest} to {plan}")
     if not TrustPolicy.load().is_trusted(name, digest):
@@ -124,16 +129,23 @@ def remove(
     say(f"removed cap {name} from {plan}")
 
 
-def _limits_text(limits: CapLimits) -> Text:
+_CAP_LIMITS = (("memory", "memory_mb", "MiB"), ("timeout", "timeout_ms", "ms"),
+               ("payload", "max_payload_mb", "MiB"))
+_GUEST_LIMITS = (("memory", "memory_mb", "MiB"), ("timeout", "timeout_ms", "ms"))
+_RUN_LIMITS = (("instances", "max_instances", ""), ("cap memory", "max_memory_mb", "MiB"))
+
+
+def _limits_text(limits: CapLimits | GuestLimits | RunLimits, fields: tuple[tuple[str, str, str], ...] = _CAP_LIMITS,
+                 sep: str = "\n") -> Text:
     """Effective limits; the ones the plan leaves to the defaults are dimmed."""
     text = Text()
     effective = limits.effective()
-    for label, attr, unit in (("memory", "memory_mb", "MiB"), ("timeout", "timeout_ms", "ms"),
-                              ("payload", "max_payload_mb", "MiB")):
+    for label, attr, unit in fields:
         if text:
-            text.append("\n")
+            text.append(sep)
         style = "" if getattr(limits, attr) is not None else "dim"
-        text.append(f"{label} {getattr(effective, attr)} {unit}", style=style)
+        value = getattr(effective, attr)
+        text.append(f"{label} {value} {unit}".rstrip() if value is not None else f"{label} none", style=style)
     return text
 
 
@@ -142,12 +154,18 @@ def show(plan: Annotated[Path, _PLAN]) -> None:
     """Show PLAN's guest and caps: digests, sources, limits (dim = default), WASI and trust."""
     loaded = Plan.load(plan)
     store, policy = BlobStore(), TrustPolicy.load()
-    if loaded.guest is None:
+    guest = loaded.guest
+    if guest is None or guest.digest is None:
         out.print("guest: stock (the guest this install built)")
     else:
-        out.print(f"guest: {loaded.guest.digest}")
-        for src in loaded.guest.sources:
+        trusted = "trusted" if policy.is_trusted_guest(guest.digest) else "NOT trusted"
+        size = f", {guest.size} bytes" if guest.size is not None else ""
+        out.print(f"guest: {guest.digest} ({trusted}{size})")
+        for src in guest.sources:
             out.print(f"  source: {src}")
+    guest_limits = guest.limits if guest is not None else GuestLimits()
+    out.print(Text("guest limits: ").append_text(_limits_text(guest_limits, _GUEST_LIMITS, ", ")))
+    out.print(Text("run limits: ").append_text(_limits_text(loaded.limits, _RUN_LIMITS, ", ")))
     if not loaded.caps:
         out.print("no caps")
         return
@@ -167,34 +185,40 @@ def show(plan: Annotated[Path, _PLAN]) -> None:
 
 @app.command("verify")
 def verify(plan: Annotated[Path, _PLAN]) -> None:
-    """Check PLAN: schema, every blob stored or fetchable with the right digest, and trust.
+    """Check PLAN: schema, trust, and every trusted blob stored or fetchable with the right digest.
 
-    Missing blobs are fetched. Exits 1 if any blob or trust check fails.
+    Trust is checked first: an untrusted guest or cap is reported and never
+    fetched. Missing trusted blobs are fetched (no further than the plan's
+    size). Exits 1 if any trust or blob check fails.
     """
     loaded = Plan.load(plan)
     store, policy = BlobStore(), TrustPolicy.load()
-    # (label, cap name or None for the guest, digest, sources)
-    items = [("guest", None, loaded.guest.digest, loaded.guest.sources)] if loaded.guest else []
-    items += [(f"cap {name}", name, cap.digest, cap.sources) for name, cap in loaded.caps.items()]
-    table = Table(Column("item", no_wrap=True), Column("digest", overflow="fold"), "blob", "trust",
+    # (label, digest, sources, size, the command that would allow it or None if allowed)
+    items: list[tuple[str, str, tuple[str, ...], int | None, str | None]] = []
+    if loaded.guest is not None and loaded.guest.digest is not None:
+        guest, digest = loaded.guest, loaded.guest.digest
+        items.append(("guest", digest, guest.sources, guest.size,
+                      None if policy.is_trusted_guest(digest) else allow_guest_command(digest)))
+    for name, cap in loaded.caps.items():
+        items.append((f"cap {name}", cap.digest, cap.sources, cap.size,
+                      None if policy.is_trusted(name, cap.digest) else allow_command(name, cap.digest)))
+    table = Table(Column("item", no_wrap=True), Column("digest", overflow="fold"), "trust", "blob",
                   title=str(plan))
     failures = []
-    for label, cap_name, digest, sources in items:
+    for label, digest, sources, size, allow in items:
+        if allow is not None:
+            # Untrusted bytes are not fetched: a plan cannot make Pylon download what you did not allow.
+            failures.append(f"{label}: not trusted; to allow it run: {allow}")
+            table.add_row(label, digest, Text("NOT ALLOWED", style="red"), Text("not fetched", style="dim"))
+            continue
         try:
             with fetch_progress(label) as progress:
-                store.fetch(digest, sources, progress=progress)
+                store.fetch(digest, sources, size=size, progress=progress)
             blob = Text("ok", style="green")
         except BlobError as exc:
             blob = Text("FAILED", style="red")
             failures.append(f"{label}: {exc}")
-        if cap_name is None:
-            trust = Text("n/a")  # the guest is the user's own program; only caps are trust-gated
-        elif policy.is_trusted(cap_name, digest):
-            trust = Text("allowed", style="green")
-        else:
-            trust = Text("NOT ALLOWED", style="red")
-            failures.append(f"{label}: not trusted; to allow it run: {allow_command(cap_name, digest)}")
-        table.add_row(label, digest, blob, trust)
+        table.add_row(label, digest, Text("allowed", style="green"), blob)
     out.print(table)
     for failure in failures:
         say(failure, style="red")
