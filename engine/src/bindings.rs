@@ -5,6 +5,9 @@ pub mod host {
     wasmtime::component::bindgen!({
         world: "dynlink-host",
         path: "../wit/dynlink",
+        // Trappable: a run being stopped (timeout, Ctrl-C) must unwind the
+        // guest from inside a host call, not come back as a cap error.
+        imports: { default: trappable },
         with: {
             "compose:dynlink/linker.instance": crate::provider::LiveProvider,
         },

@@ -10,15 +10,25 @@ use wasmtime::error::Context;
 use wasmtime::Result;
 use wasmtime::{Linker, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{I32Exit, WasiCtx};
+use wasmtime_wasi::WasiCtx;
 
 use crate::engine::Shared;
-use crate::guest::{add_preopens, Preopen};
+use crate::guest::{add_preopens, explain_start_failure, finish, stop_on, GuestLimits, Preopen};
+use crate::limits::{Limiter, RunControl, RunSignal};
+
+/// Store data of a core module run: WASI p1 and the memory limiter.
+struct P1State {
+    wasi: WasiP1Ctx,
+    limiter: Limiter,
+}
 
 /// Runs `_start` of the module at `path`; returns the exit status.
 ///
+/// The module gets the same limits and stop control as a component guest.
+///
 /// # Errors
-/// When the module cannot be compiled or linked, or traps.
+/// When the module cannot be compiled or linked, traps, or is stopped.
+#[allow(clippy::too_many_arguments)]
 pub fn run_core_p1(
     shared: &Arc<Shared>,
     path: &std::path::Path,
@@ -26,27 +36,30 @@ pub fn run_core_p1(
     argv: &[String],
     env: &[(String, String)],
     preopens: &[Preopen],
+    limits: GuestLimits,
+    timeout: Option<std::time::Duration>,
+    signal: Option<Arc<RunSignal>>,
 ) -> Result<i32> {
     let (module, _) = shared.cache.module(&shared.engine, path, digest)?;
-    let mut linker: Linker<WasiP1Ctx> = Linker::new(&shared.engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| s)?;
+    let control = RunControl::start(timeout, signal);
+    let mut linker: Linker<P1State> = Linker::new(&shared.engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| &mut s.wasi)?;
     let mut wasi = WasiCtx::builder();
     wasi.inherit_stdio().args(argv).envs(env);
     add_preopens(&mut wasi, preopens)?;
-    let mut store = Store::new(&shared.engine, wasi.build_p1());
-    store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Continue(1_000)));
-    store.set_epoch_deadline(1_000);
+    let state = P1State {
+        wasi: wasi.build_p1(),
+        limiter: Limiter::new(limits.memory_bytes, None),
+    };
+    let mut store = Store::new(&shared.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    stop_on(&mut store, control.clone());
     let instance = linker
         .instantiate(&mut store, &module)
+        .map_err(|e| explain_start_failure(e, &store.data().limiter, limits.memory_bytes))
         .context("cannot instantiate the module")?;
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
         .context("the module has no `_start` (is it a wasi-p1 command?)")?;
-    match start.call(&mut store, ()) {
-        Ok(()) => Ok(0),
-        Err(err) => match err.downcast_ref::<I32Exit>() {
-            Some(exit) => Ok(exit.0),
-            None => Err(err.context("the module trapped")),
-        },
-    }
+    finish(start.call(&mut store, ()).map(|()| 0), &control)
 }

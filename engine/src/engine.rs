@@ -9,7 +9,7 @@ use wasmtime::{Config, Engine};
 
 use crate::cache::CompileCache;
 
-/// How often the epoch advances. Provider timeouts are rounded up to it.
+/// How often the epoch advances: deadlines and stops are checked this often.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Engine-wide state shared by the guest and every provider.
@@ -65,10 +65,4 @@ impl Drop for Shared {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
     }
-}
-
-/// Epoch ticks that cover `ms` milliseconds (at least one full tick).
-pub fn ticks_for_ms(ms: u64) -> u64 {
-    let tick = EPOCH_TICK.as_millis() as u64;
-    ms.div_ceil(tick) + 1
 }

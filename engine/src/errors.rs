@@ -8,6 +8,8 @@
 use pyo3::prelude::*;
 
 use crate::bindings::DynError;
+use crate::cache::DigestMismatch;
+use crate::limits::{Stop, Stopped};
 
 fn pylon_error(py: Python<'_>, class: &str, message: String) -> PyErr {
     match py.import("pylon.errors").and_then(|m| m.getattr(class)) {
@@ -20,9 +22,39 @@ fn pylon_error(py: Python<'_>, class: &str, message: String) -> PyErr {
     }
 }
 
-/// An engine failure (compile, link, instantiate, trap) as `EngineError`.
+/// An engine failure as its `pylon.errors` class: a stopped run is
+/// `GuestTimeout` / `GuestInterrupted` (with `.seconds`), a blob that does
+/// not match its digest is `DigestMismatch`, anything else (compile, link,
+/// instantiate, trap) is `EngineError`. A Python exception already pending
+/// (a `KeyboardInterrupt` raised in a resolver) is passed on unchanged.
 pub fn engine_error(err: wasmtime::Error) -> PyErr {
-    Python::attach(|py| pylon_error(py, "EngineError", format!("{err:#}")))
+    Python::attach(|py| {
+        if let Some(pending) = PyErr::take(py) {
+            return pending;
+        }
+        if let Some(stopped) = err.downcast_ref::<Stopped>() {
+            let class = match stopped.why {
+                Stop::TimedOut => "GuestTimeout",
+                Stop::Interrupted => "GuestInterrupted",
+            };
+            let e = pylon_error(py, class, format!("the guest {stopped}"));
+            let _ = e.value(py).setattr("seconds", stopped.after.as_secs_f64());
+            return e;
+        }
+        if let Some(bad) = err.downcast_ref::<DigestMismatch>() {
+            let args = (
+                bad.expected.clone(),
+                bad.found.clone(),
+                bad.path.display().to_string(),
+            );
+            if let Ok(cls) = py.import("pylon.errors").and_then(|m| m.getattr("DigestMismatch")) {
+                if let Ok(instance) = cls.call1(args) {
+                    return PyErr::from_value(instance);
+                }
+            }
+        }
+        pylon_error(py, "EngineError", format!("{err:#}"))
+    })
 }
 
 /// A failed cap call as `CapError`, its WIT case in `.kind`.

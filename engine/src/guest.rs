@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pyo3::prelude::*;
 use wasmtime::component::Linker;
 use wasmtime::error::Context;
 use wasmtime::{format_err, Result};
@@ -12,7 +11,8 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use crate::bindings::host::DynlinkHost;
 use crate::engine::Shared;
-use crate::linker::GuestState;
+use crate::limits::{Limiter, RunControl, RunSignal, Stopped};
+use crate::linker::{GuestState, RunContext};
 use crate::provider::ProviderLinkers;
 
 /// The guest's entry export (see `wit/guest/guest.wit`).
@@ -53,9 +53,9 @@ pub fn add_preopens(wasi: &mut WasiCtxBuilder, preopens: &[Preopen]) -> Result<(
 
 /// What one guest run gets.
 pub struct GuestRun {
-    /// The guest component and its digest (compile-cache key).
+    /// The guest component's blob (read only when it must be compiled).
     pub path: PathBuf,
-    /// `sha256:<hex>`, or empty to hash the file.
+    /// `sha256:<hex>` the blob must match, or empty to hash the file.
     pub digest: String,
     /// `argv` as Python will see it in `sys.argv` (after the `-c` handling).
     pub argv: Vec<String>,
@@ -65,8 +65,22 @@ pub struct GuestRun {
     pub cwd: String,
     /// Folders the guest may see.
     pub preopens: Vec<Preopen>,
-    /// `resolver(name) -> ProviderSpec`, or `None` for a plan with no caps.
-    pub resolver: Option<Py<PyAny>>,
+    /// The guest's limits.
+    pub limits: GuestLimits,
+    /// The run's wall-clock limit (counted from when the guest starts, not
+    /// while its code is loaded).
+    pub timeout: Option<std::time::Duration>,
+    /// The run's stop flag, held by whoever may stop it.
+    pub signal: Option<Arc<RunSignal>>,
+    /// Resolver, reporter, provider budget and stop control of the run.
+    pub run: RunContext,
+}
+
+/// How much a guest may use (its time limit lives in its [`RunControl`]).
+#[derive(Clone, Copy, Debug)]
+pub struct GuestLimits {
+    /// Total linear memory and tables of the guest, bytes.
+    pub memory_bytes: u64,
 }
 
 /// The guest linker: WASI plus `compose:dynlink/linker`.
@@ -80,12 +94,34 @@ pub fn guest_linker(shared: &Shared) -> Result<Linker<GuestState>> {
     Ok(linker)
 }
 
+/// Makes `store` stop at the next epoch tick once `control` says so.
+pub fn stop_on<T: 'static>(store: &mut Store<T>, control: Arc<RunControl>) {
+    store.epoch_deadline_callback(move |_| {
+        control.check()?;
+        Ok(UpdateDeadline::Continue(1))
+    });
+    store.set_epoch_deadline(1);
+}
+
+/// An instantiation that failed because the memory limit refused the
+/// module's initial memory gets a message that says so.
+pub fn explain_start_failure(err: wasmtime::Error, limiter: &Limiter, limit: u64) -> wasmtime::Error {
+    if limiter.hit.is_some() {
+        return err.context(format!(
+            "the memory limit of {} MiB is too small for it to start",
+            limit >> 20
+        ));
+    }
+    err
+}
+
 /// Instantiates the guest and calls its entry; returns the exit status.
 ///
 /// Must be called without the GIL held: the resolver re-acquires it.
 ///
 /// # Errors
-/// When the guest cannot be compiled or instantiated, or traps. A Python
+/// When the guest cannot be compiled or instantiated, traps, or is stopped
+/// (a [`crate::limits::Stopped`] error: timeout or interrupt). A Python
 /// exception in the script is not an error here: the guest prints the
 /// traceback and returns a non-zero status.
 pub fn run_guest(
@@ -97,7 +133,7 @@ pub fn run_guest(
     let (component, _) = shared
         .cache
         .component(&shared.engine, &run.path, &run.digest)
-        .with_context(|| format!("cannot load the guest {}", run.path.display()))?;
+        .context("cannot load the guest")?;
 
     let mut wasi = WasiCtx::builder();
     wasi.inherit_stdio()
@@ -105,16 +141,19 @@ pub fn run_guest(
         .envs(&run.env)
         .initial_cwd(&run.cwd);
     add_preopens(&mut wasi, &run.preopens)?;
-    let state = GuestState::new(wasi.build(), shared.clone(), linkers.clone(), run.resolver);
+    let control = RunControl::start(run.timeout, run.signal);
+    let mut context = run.run;
+    context.control = Some(control.clone());
+    let limiter = Limiter::new(run.limits.memory_bytes, None);
+    let state = GuestState::new(wasi.build(), limiter, shared.clone(), linkers.clone(), context);
     let mut store = Store::new(&shared.engine, state);
+    store.limiter(|s| &mut s.limiter);
     store.set_hostcall_fuel(usize::MAX);
-    // The guest has no deadline of its own; the callback keeps the epoch
-    // ticker (which exists for providers) from interrupting it.
-    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1_000)));
-    store.set_epoch_deadline(1_000);
+    stop_on(&mut store, control.clone());
 
     let instance = linker
         .instantiate(&mut store, &component)
+        .map_err(|e| explain_start_failure(e, &store.data().limiter, run.limits.memory_bytes))
         .context("cannot instantiate the guest")?;
     let entry = instance
         .get_export_index(&mut store, None, ENTRY_INTERFACE)
@@ -129,11 +168,24 @@ pub fn run_guest(
             &mut store, &run_index,
         )
         .context("the guest's entry has the wrong signature")?;
-    match func.call(&mut store, (run.argv, run.env, run.cwd)) {
-        Ok((code,)) => Ok(code),
-        Err(err) => match err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-            Some(exit) => Ok(exit.0),
-            None => Err(err.context("the guest trapped")),
-        },
+    finish(func.call(&mut store, (run.argv, run.env, run.cwd)).map(|(code,)| code), &control)
+}
+
+/// The exit status of a finished run: its own, an `exit(n)`, or the error
+/// that ended it. A stop is reported as a [`Stopped`] with the run's true
+/// duration, however it reached us (the epoch callback, a provider, or a
+/// host call that trapped).
+pub fn finish(result: Result<i32>, control: &RunControl) -> Result<i32> {
+    match result {
+        Ok(code) => Ok(code),
+        Err(err) => {
+            if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                return Ok(exit.0);
+            }
+            if let Some(stopped) = err.downcast_ref::<Stopped>() {
+                return Err(wasmtime::Error::new(control.stopped(stopped.why)));
+            }
+            Err(err.context("the guest trapped"))
+        }
     }
 }

@@ -25,6 +25,7 @@ mod core_p1;
 mod engine;
 mod errors;
 mod guest;
+mod limits;
 mod linker;
 mod provider;
 mod py_api;
@@ -36,6 +37,7 @@ use pyo3::prelude::*;
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py_api::Engine>()?;
     m.add_class::<py_api::Provider>()?;
+    m.add_class::<py_api::Interrupt>()?;
     m.add_class::<provider::ProviderSpec>()?;
     m.add("WASMTIME_VERSION", "48.0.8")?;
     Ok(())

@@ -10,12 +10,14 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::Result;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::host::compose::dynlink::linker::{Host, HostInstance};
 use crate::bindings::host::compose::dynlink::types;
 use crate::bindings::DynError;
 use crate::engine::Shared;
+use crate::limits::{Limiter, RunBudget, RunControl, Stop, Stopped};
 use crate::provider::{LiveProvider, ProviderLinkers, ProviderSpec};
 
 /// Store data of the guest.
@@ -24,49 +26,94 @@ pub struct GuestState {
     pub wasi: WasiCtx,
     /// Resources: WASI's and our `instance` handles.
     pub table: ResourceTable,
+    /// The guest's own memory ceiling.
+    pub limiter: Limiter,
     shared: Arc<Shared>,
     linkers: Arc<ProviderLinkers>,
     resolver: Option<Py<PyAny>>,
+    report: Option<Py<PyAny>>,
+    budget: Arc<RunBudget>,
+    control: Arc<RunControl>,
+}
+
+/// What a guest run shares with the providers it resolves.
+pub struct RunContext {
+    /// `resolver(name) -> ProviderSpec`, raising to refuse.
+    pub resolver: Option<Py<PyAny>>,
+    /// `report(message)`: where details the guest must not see go.
+    pub report: Option<Py<PyAny>>,
+    /// The run's provider budget.
+    pub budget: Arc<RunBudget>,
+    /// The run's deadline and stop flag (set when the guest starts running).
+    pub control: Option<Arc<RunControl>>,
 }
 
 impl GuestState {
-    /// State for one guest run; `resolver` is the Python callable
-    /// `resolver(name) -> ProviderSpec` (raising to refuse).
+    /// State for one guest run.
     pub fn new(
         wasi: WasiCtx,
+        limiter: Limiter,
         shared: Arc<Shared>,
         linkers: Arc<ProviderLinkers>,
-        resolver: Option<Py<PyAny>>,
+        run: RunContext,
     ) -> Self {
         GuestState {
             wasi,
             table: ResourceTable::new(),
+            limiter,
             shared,
             linkers,
-            resolver,
+            resolver: run.resolver,
+            report: run.report,
+            budget: run.budget,
+            control: run.control.expect("the run has started"),
         }
     }
 
-    fn ask_resolver(&self, name: &str) -> Result<ProviderSpec, DynError> {
+    /// Tells the host (never the guest) something went wrong in detail.
+    fn report(&self, message: String) {
+        match &self.report {
+            Some(report) => Python::attach(|py| {
+                if let Err(e) = report.call1(py, (message.clone(),)) {
+                    e.print(py);
+                }
+            }),
+            None => eprintln!("pylon: {message}"),
+        }
+    }
+
+    /// The resolver's answer: a spec, a refusal for the guest, or a trap when
+    /// the host itself is being interrupted (a `KeyboardInterrupt` or
+    /// `SystemExit` there is never turned into a cap error).
+    fn ask_resolver(&self, name: &str) -> Result<Result<ProviderSpec, DynError>> {
         let Some(resolver) = &self.resolver else {
-            return Err(DynError::NotFound(format!(
+            return Ok(Err(DynError::NotFound(format!(
                 "cap '{name}': this run has no plan to resolve caps from"
-            )));
+            ))));
         };
         Python::attach(|py| match resolver.call1(py, (name,)) {
-            Ok(obj) => obj.extract::<ProviderSpec>(py).map_err(|e| {
+            Ok(obj) => Ok(obj.extract::<ProviderSpec>(py).map_err(|e| {
                 DynError::NotFound(format!(
                     "cap '{name}': resolver returned no ProviderSpec: {e}"
                 ))
-            }),
-            Err(err) => Err(refusal_from_python(py, name, err)),
+            })),
+            Err(err) if !err.is_instance_of::<pyo3::exceptions::PyException>(py) => {
+                // Put it back for whoever called the engine, and stop the run.
+                err.restore(py);
+                Err(wasmtime::Error::new(Stopped {
+                    why: Stop::Interrupted,
+                    after: std::time::Duration::ZERO,
+                }))
+            }
+            Err(err) => Ok(Err(refusal_from_python(py, name, err))),
         })
     }
 }
 
 /// A Python exception from the resolver becomes the WIT error the guest
 /// sees. The exception may name its case in a `dynlink_kind` attribute
-/// (`"denied"` for the trust gate); otherwise it is `not-found`.
+/// (`"denied"` for the trust gate); otherwise it is `not-found`. Its text is
+/// shown to the guest as is: the resolver keeps host details out of it.
 fn refusal_from_python(py: Python<'_>, name: &str, err: PyErr) -> DynError {
     let value = err.value(py);
     let kind: String = value
@@ -92,13 +139,38 @@ impl WasiView for GuestState {
 impl types::Host for GuestState {}
 
 impl Host for GuestState {
-    fn resolve_by_id(&mut self, name: String) -> Result<Resource<LiveProvider>, DynError> {
-        let spec = self.ask_resolver(&name)?;
-        let live = LiveProvider::instantiate(&self.shared, &self.linkers, spec)
-            .map_err(|e| DynError::Trapped(format!("{e:#}")))?;
-        self.table
-            .push(live)
-            .map_err(|e| DynError::LimitExceeded(format!("too many live cap instances: {e}")))
+    fn resolve_by_id(&mut self, name: String) -> Result<Result<Resource<LiveProvider>, DynError>> {
+        self.control.check()?;
+        let spec = match self.ask_resolver(&name)? {
+            Ok(spec) => spec,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let Some(slot) = self.budget.take_instance() else {
+            return Ok(Err(DynError::LimitExceeded(format!(
+                "cap '{name}': this run already holds {} live cap instances (the plan's \
+                 limits.max-instances); drop ones it no longer needs",
+                self.budget.max_instances()
+            ))));
+        };
+        let digest = spec.digest.clone();
+        match LiveProvider::instantiate(
+            &self.shared,
+            &self.linkers,
+            spec,
+            slot,
+            Some(self.control.clone()),
+        ) {
+            Ok(live) => Ok(self.table.push(live).map_err(|e| {
+                DynError::LimitExceeded(format!("too many live cap instances: {e}"))
+            })),
+            Err(e) => {
+                // The guest learns what failed; paths and causes go to the host.
+                self.report(format!("cap '{name}' ({digest}) could not be loaded: {e:#}"));
+                Ok(Err(DynError::Trapped(format!(
+                    "cap '{name}' ({digest}) could not be loaded: {e}"
+                ))))
+            }
+        }
     }
 }
 
@@ -108,21 +180,22 @@ impl HostInstance for GuestState {
         this: Resource<LiveProvider>,
         method: String,
         payload: Vec<u8>,
-    ) -> Result<Vec<u8>, DynError> {
+    ) -> Result<Result<Vec<u8>, DynError>> {
         match self.table.get_mut(&this) {
             Ok(live) => live.invoke(&method, &payload),
-            Err(e) => Err(DynError::NotFound(format!("stale instance handle: {e}"))),
+            Err(e) => Ok(Err(DynError::NotFound(format!("stale instance handle: {e}")))),
         }
     }
 
-    fn shim(&mut self, this: Resource<LiveProvider>) -> Option<String> {
-        self.table
+    fn shim(&mut self, this: Resource<LiveProvider>) -> Result<Option<String>> {
+        Ok(self
+            .table
             .get(&this)
             .ok()
-            .and_then(|live| live.spec().shim.clone())
+            .and_then(|live| live.shim().map(str::to_string)))
     }
 
-    fn drop(&mut self, this: Resource<LiveProvider>) -> wasmtime::Result<()> {
+    fn drop(&mut self, this: Resource<LiveProvider>) -> Result<()> {
         self.table.delete(this)?;
         Ok(())
     }

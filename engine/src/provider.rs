@@ -1,30 +1,41 @@
 //! One cap instance in a Store of its own, under its own limits.
 //!
 //! Isolation is the point: a provider that traps, loops or eats memory kills
-//! only itself. Its Store has its own memory limit and epoch deadline, no
-//! WASI unless the plan grants it, and once it has failed it is marked dead
-//! and refuses further calls (wasmtime forbids re-entering a trapped
-//! instance; a fresh resolve gives a fresh one).
+//! only itself. Its Store has its own memory limit (the total of all its
+//! memories and tables, also charged to its run's budget), a deadline per
+//! call, no WASI unless the plan grants it (and then none of the calls that
+//! block in the host), and once it has failed it is marked dead and refuses
+//! further calls (wasmtime forbids re-entering a trapped instance; a fresh
+//! resolve gives a fresh one). Requests *and* replies are held to
+//! `max_payload_bytes`.
 //!
-//! What is *not* limited here: the host memory used to copy payloads (bounded
-//! by `max_payload_bytes` per call) and wall time spent in host calls (a cap
-//! with no imports makes none, unless granted WASI).
+//! What is *not* limited here: the host memory used to copy one payload
+//! (bounded by the payload limit and by the cap's own memory limit).
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime::error::Context;
 use wasmtime::{format_err, Result};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::cap::{Cap, CapPre};
 use crate::bindings::DynError;
-use crate::engine::{ticks_for_ms, Shared};
+use crate::cache::read_verified;
+use crate::engine::Shared;
+use crate::limits::{InstanceSlot, LimitHit, Limiter, RunControl, Stopped};
 
 /// Longest method name accepted; methods are short ASCII identifiers.
 const MAX_METHOD_LEN: usize = 128;
+/// The custom section a cap's typed Python shim travels in.
+const SHIM_SECTION: &str = "pylon:shim";
+/// Largest shim accepted (it is Python source for the guest to run).
+const MAX_SHIM_BYTES: usize = 1 << 20;
 
 /// Everything the engine needs to instantiate one provider: where its
 /// verified blob is and what it may use. Built by Python after the trust
@@ -46,15 +57,12 @@ pub struct ProviderSpec {
     pub max_payload_bytes: u64,
     /// Whether the provider gets (empty, deny-by-default) WASI imports.
     pub wasi: bool,
-    /// The cap's optional Python shim (its `pylon:shim` section).
-    pub shim: Option<String>,
 }
 
 #[pymethods]
 impl ProviderSpec {
     #[new]
-    #[pyo3(signature = (*, name, path, digest, memory_bytes, timeout_ms, max_payload_bytes, wasi=false, shim=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (*, name, path, digest, memory_bytes, timeout_ms, max_payload_bytes, wasi=false))]
     fn py_new(
         name: String,
         path: PathBuf,
@@ -63,7 +71,6 @@ impl ProviderSpec {
         timeout_ms: u64,
         max_payload_bytes: u64,
         wasi: bool,
-        shim: Option<String>,
     ) -> Self {
         ProviderSpec {
             name,
@@ -73,7 +80,6 @@ impl ProviderSpec {
             timeout_ms,
             max_payload_bytes,
             wasi,
-            shim,
         }
     }
 
@@ -87,9 +93,13 @@ impl ProviderSpec {
 
 /// Store data of a provider.
 pub struct ProviderState {
-    limiter: MemoryLimiter,
+    limiter: Limiter,
     wasi: WasiCtx,
     table: ResourceTable,
+    /// When the call in progress must end.
+    call_deadline: Option<Instant>,
+    /// The guest run this provider belongs to (its stop reaches us too).
+    run: Option<Arc<RunControl>>,
 }
 
 impl WasiView for ProviderState {
@@ -101,39 +111,17 @@ impl WasiView for ProviderState {
     }
 }
 
-/// Enforces the memory ceiling and remembers that it did, so the resulting
-/// trap is reported as `limit-exceeded` rather than a generic trap.
-struct MemoryLimiter {
-    max_bytes: usize,
-    hit: bool,
-}
+/// A call ran past the provider's `timeout_ms`.
+#[derive(Debug)]
+struct CallTimedOut;
 
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> Result<bool> {
-        if desired > self.max_bytes {
-            self.hit = true;
-            return Err(format_err!(
-                "memory limit of {} MiB exceeded",
-                self.max_bytes >> 20
-            ));
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> Result<bool> {
-        Ok(desired <= 100_000)
+impl std::fmt::Display for CallTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("call timed out")
     }
 }
+
+impl std::error::Error for CallTimedOut {}
 
 /// The two provider linkers: with and without WASI.
 pub struct ProviderLinkers {
@@ -144,6 +132,12 @@ pub struct ProviderLinkers {
 impl ProviderLinkers {
     /// Builds both linkers for `shared`'s engine.
     ///
+    /// A WASI-granted cap gets WASI with no preopens, sockets, environment
+    /// or stdin, and without the two calls that block in the host
+    /// (`wasi:io/poll.poll`, `pollable.block`): a blocking host call never
+    /// reaches an epoch check, so it would outlive the call's deadline.
+    /// They trap instead, naming why.
+    ///
     /// # Errors
     /// When wasmtime rejects a definition (a bug).
     pub fn new(shared: &Shared) -> Result<Self> {
@@ -152,41 +146,74 @@ impl ProviderLinkers {
         bare.instance("compose:dynlink/types@0.1.0")?;
         let mut wasi = bare.clone();
         wasmtime_wasi::p2::add_to_linker_sync(&mut wasi)?;
+        wasi.allow_shadowing(true);
+        let mut poll = wasi.instance(WASI_POLL)?;
+        poll.func_wrap(
+            "poll",
+            |_, (_,): (Vec<Resource<DynPollable>>,)| -> Result<(Vec<u32>,)> { Err(blocking()) },
+        )?;
+        poll.func_wrap(
+            "[method]pollable.block",
+            |_, (_,): (Resource<DynPollable>,)| -> Result<()> { Err(blocking()) },
+        )?;
+        wasi.allow_shadowing(false);
         Ok(ProviderLinkers { bare, wasi })
     }
+}
+
+/// The `wasi:io/poll` instance wasmtime-wasi defines (semver-matched to
+/// whatever 0.2.x a cap imports).
+const WASI_POLL: &str = "wasi:io/poll@0.2.12";
+
+fn blocking() -> wasmtime::Error {
+    format_err!("caps may not block in the host (wasi:io/poll): the call's time limit could not hold")
 }
 
 /// A resolved, instantiated provider: the `instance` resource's host side.
 pub struct LiveProvider {
     spec: ProviderSpec,
+    shim: Option<String>,
     store: Store<ProviderState>,
     cap: Cap,
-    deadline_ticks: u64,
     dead: Option<String>,
+    // Last: the run's instance slot is returned after the Store is gone.
+    _slot: InstanceSlot,
 }
 
 impl LiveProvider {
-    /// Instantiates `spec` in a fresh Store.
+    /// Instantiates `spec` in a fresh Store, holding `slot` of its run's
+    /// budget for as long as it lives.
+    ///
+    /// The blob is read once and verified against `spec.digest`; the shim
+    /// comes from those same bytes, and they (or an authenticated artifact
+    /// of them) are what runs. Every error's top-level message is safe to
+    /// show a guest (no host paths); the full chain is for the host.
     ///
     /// # Errors
-    /// When the component cannot be compiled, does not export
-    /// `compose:dynlink/provider`, needs imports it was not granted, or its
-    /// start-up traps.
+    /// When the blob does not match its digest, the component cannot be
+    /// compiled, does not export `compose:dynlink/provider`, needs imports it
+    /// was not granted, or its start-up traps.
     pub fn instantiate(
         shared: &Arc<Shared>,
         linkers: &ProviderLinkers,
         spec: ProviderSpec,
+        slot: InstanceSlot,
+        run: Option<Arc<RunControl>>,
     ) -> Result<Self> {
+        let (bytes, _) = read_verified(&spec.path, &spec.digest)
+            .context("its blob could not be read or does not match its digest")?;
+        let shim = shim_section(&bytes).context("its pylon:shim section is not valid")?;
         let (component, _) = shared
             .cache
-            .component(&shared.engine, &spec.path, &spec.digest)?;
+            .component_from_verified(&shared.engine, &bytes, &spec.digest)
+            .context("it could not be compiled")?;
+        drop(bytes);
         let state = ProviderState {
-            limiter: MemoryLimiter {
-                max_bytes: spec.memory_bytes as usize,
-                hit: false,
-            },
+            limiter: Limiter::new(spec.memory_bytes, Some(slot.budget().clone())),
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
+            call_deadline: None,
+            run,
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -194,96 +221,129 @@ impl LiveProvider {
         // would refuse large lists, and our own per-call payload limit
         // already bounds what the host allocates.
         store.set_hostcall_fuel(usize::MAX);
-        let deadline_ticks = ticks_for_ms(spec.timeout_ms);
-        store.set_epoch_deadline(deadline_ticks);
-        store.epoch_deadline_trap();
+        // Checked every tick: the call's own deadline and its run's stop.
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            if let Some(run) = &state.run {
+                run.check()?;
+            }
+            if state.call_deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(wasmtime::Error::new(CallTimedOut));
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        store.set_epoch_deadline(1);
+        store.data_mut().call_deadline = Some(Instant::now() + Duration::from_millis(spec.timeout_ms));
         let linker = if spec.wasi {
             &linkers.wasi
         } else {
             &linkers.bare
         };
-        let pre = linker.instantiate_pre(&component).map_err(|e| {
-            format_err!(
-                "cap '{}' cannot be linked (it needs imports the plan does not grant?): {e:#}",
-                spec.name
-            )
-        })?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .context("it needs imports the plan does not grant")?;
         let cap = CapPre::new(pre)
-            .map_err(|e| {
-                format_err!(
-                    "cap '{}' does not export compose:dynlink/provider@0.1.0: {e:#}",
-                    spec.name
-                )
-            })?
+            .context("it does not export compose:dynlink/provider@0.1.0")?
             .instantiate(&mut store)
-            .map_err(|e| format_err!("cap '{}' failed to start: {e:#}", spec.name))?;
+            .context("it failed to start")?;
+        store.data_mut().call_deadline = None;
         Ok(LiveProvider {
             spec,
+            shim,
             store,
             cap,
-            deadline_ticks,
             dead: None,
+            _slot: slot,
         })
     }
 
-    /// The cap's spec (name, digest, limits, shim).
+    /// The cap's spec (name, digest, limits).
     pub fn spec(&self) -> &ProviderSpec {
         &self.spec
+    }
+
+    /// The cap's typed Python shim (its `pylon:shim` section), if any.
+    pub fn shim(&self) -> Option<&str> {
+        self.shim.as_deref()
     }
 
     /// Calls `method` with `payload` under the provider's limits.
     ///
     /// # Errors
-    /// Every failure is a [`DynError`] the guest can see: a bad method name,
-    /// a payload over the limit, the provider's own error, or a trap /
-    /// timeout / memory exhaustion (after which the provider is dead).
-    pub fn invoke(&mut self, method: &str, payload: &[u8]) -> Result<Vec<u8>, DynError> {
+    /// The outer error is the run being stopped (timeout, Ctrl-C): the guest
+    /// must stop too. The inner [`DynError`] is what the guest sees: a bad
+    /// method name, a request or reply over the payload limit, the
+    /// provider's own error, or a trap / timeout / memory exhaustion (after
+    /// which the provider is dead).
+    pub fn invoke(&mut self, method: &str, payload: &[u8]) -> Result<Result<Vec<u8>, DynError>> {
         let name = &self.spec.name;
         if let Some(why) = &self.dead {
-            return Err(DynError::Trapped(format!(
+            return Ok(Err(DynError::Trapped(format!(
                 "cap '{name}' is dead after an earlier failure: {why}"
-            )));
+            ))));
         }
         if method.is_empty()
             || method.len() > MAX_METHOD_LEN
             || !method.bytes().all(|b| b.is_ascii_graphic())
         {
-            return Err(DynError::BadMethod(format!(
+            return Ok(Err(DynError::BadMethod(format!(
                 "method names are 1-{MAX_METHOD_LEN} printable ASCII characters, got {method:?}"
-            )));
+            ))));
         }
-        if payload.len() as u64 > self.spec.max_payload_bytes {
-            return Err(DynError::LimitExceeded(format!(
-                "payload of {} bytes exceeds cap '{name}''s limit of {} bytes",
+        let limit = self.spec.max_payload_bytes;
+        if payload.len() as u64 > limit {
+            return Ok(Err(DynError::LimitExceeded(format!(
+                "payload of {} bytes exceeds cap '{name}''s limit of {limit} bytes",
                 payload.len(),
-                self.spec.max_payload_bytes
-            )));
+            ))));
         }
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        match self
+        let data = self.store.data_mut();
+        data.limiter.reset_hit();
+        data.call_deadline = Some(Instant::now() + Duration::from_millis(self.spec.timeout_ms));
+        let result = self
             .cap
             .compose_dynlink_provider()
-            .call_invoke(&mut self.store, method, payload)
-        {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => Err(e.into()),
+            .call_invoke(&mut self.store, method, payload);
+        self.store.data_mut().call_deadline = None;
+        match result {
+            Ok(Ok(reply)) if reply.len() as u64 > limit => Ok(Err(DynError::LimitExceeded(format!(
+                "reply of {} bytes exceeds cap '{}''s limit of {limit} bytes",
+                reply.len(),
+                self.spec.name
+            )))),
+            Ok(Ok(reply)) => Ok(Ok(reply)),
+            Ok(Err(e)) => Ok(Err(e.into())),
+            Err(err) if err.is::<Stopped>() => {
+                // The whole run is stopping: the guest must not carry on.
+                self.dead = Some(format!("the run was stopped: {err}"));
+                Err(err)
+            }
             Err(err) => {
                 let error = self.classify(err);
                 self.dead = Some(error.message().to_string());
-                Err(error)
+                Ok(Err(error))
             }
         }
     }
 
     fn classify(&mut self, err: wasmtime::Error) -> DynError {
         let name = &self.spec.name;
-        if self.store.data().limiter.hit {
-            return DynError::LimitExceeded(format!(
-                "cap '{name}' exceeded its memory limit of {} MiB",
-                self.spec.memory_bytes >> 20
-            ));
+        match self.store.data().limiter.hit {
+            Some(LimitHit::Store) => {
+                return DynError::LimitExceeded(format!(
+                    "cap '{name}' exceeded its memory limit of {} MiB",
+                    self.spec.memory_bytes >> 20
+                ))
+            }
+            Some(LimitHit::Run) => {
+                return DynError::LimitExceeded(format!(
+                    "cap '{name}' ran out of memory: this run's caps together reached the plan's \\
+                     limits.max-memory-mb"
+                ))
+            }
+            None => {}
         }
-        if let Some(Trap::Interrupt) = err.downcast_ref::<Trap>() {
+        if err.is::<CallTimedOut>() {
             return DynError::LimitExceeded(format!(
                 "cap '{name}' exceeded its time limit of {} ms per call",
                 self.spec.timeout_ms
@@ -295,4 +355,27 @@ impl LiveProvider {
         };
         DynError::Trapped(format!("cap '{name}' trapped: {detail}"))
     }
+}
+
+/// The `pylon:shim` custom section of a component, at its top level.
+fn shim_section(bytes: &[u8]) -> Result<Option<String>> {
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload? {
+            wasmparser::Payload::ModuleSection { .. }
+            | wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            wasmparser::Payload::CustomSection(section)
+                if depth == 0 && section.name() == SHIM_SECTION =>
+            {
+                let data = section.data();
+                if data.len() > MAX_SHIM_BYTES {
+                    return Err(format_err!("the shim is larger than {MAX_SHIM_BYTES} bytes"));
+                }
+                return Ok(Some(String::from_utf8(data.to_vec())?));
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
 }

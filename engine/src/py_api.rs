@@ -1,8 +1,10 @@
-//! The Python classes: `Engine` and `Provider`. Thin: they convert
-//! arguments, release the GIL around wasm, and map errors via [`crate::errors`].
+//! The Python classes: `Engine`, `Provider` and `Interrupt`. Thin: they
+//! convert arguments, release the GIL around wasm, and map errors via
+//! [`crate::errors`].
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -11,9 +13,45 @@ use wasmtime::component::Linker;
 use crate::cache::Origin;
 use crate::engine::Shared;
 use crate::errors::{cap_error, engine_error};
-use crate::guest::{guest_linker, run_guest, GuestRun, Preopen};
-use crate::linker::GuestState;
+use crate::guest::{guest_linker, run_guest, GuestLimits, GuestRun, Preopen};
+use crate::limits::{RunBudget, RunSignal};
+use crate::linker::{GuestState, RunContext};
 use crate::provider::{LiveProvider, ProviderLinkers, ProviderSpec};
+
+/// The stop flag of a run: set it from any thread (a signal handler, an
+/// embedding host) and the run stops at its next epoch tick.
+#[pyclass(module = "pylon._engine", frozen)]
+#[derive(Default)]
+pub struct Interrupt {
+    signal: Arc<RunSignal>,
+}
+
+#[pymethods]
+impl Interrupt {
+    #[new]
+    fn py_new() -> Self {
+        Interrupt::default()
+    }
+
+    /// Asks the run using this flag to stop.
+    fn set(&self) {
+        self.signal.request_stop();
+    }
+
+    /// Whether `set` was called.
+    fn is_set(&self) -> bool {
+        self.signal.stop_requested()
+    }
+
+    /// Seconds the guest has been running (after its code was loaded), or
+    /// `None` before it starts.
+    fn running_for(&self) -> Option<f64> {
+        self.signal.running_for().map(|d| d.as_secs_f64())
+    }
+}
+
+/// A guest's memory limit when the caller gives none: all of wasm32.
+const NO_MEMORY_LIMIT: u64 = 4 << 30;
 
 /// The wasmtime version compiled in (part of the compile-cache key).
 pub const WASMTIME_VERSION: &str = "48.0.8";
@@ -55,7 +93,14 @@ impl Engine {
     }
 
     /// Runs the guest component once; returns its exit status.
-    #[pyo3(signature = (path, digest, *, argv, env, cwd, preopens=Vec::new(), resolver=None))]
+    ///
+    /// `timeout_ms` and `memory_bytes` bound the guest; `max_instances` and
+    /// `max_cap_memory_bytes` bound the caps it resolves, together;
+    /// `interrupt` stops it from another thread; `report(message)` receives
+    /// what the guest must not see (host paths, causes of a failed load).
+    #[pyo3(signature = (path, digest, *, argv, env, cwd, preopens=Vec::new(), resolver=None,
+                        report=None, timeout_ms=None, memory_bytes=None, max_instances=32,
+                        max_cap_memory_bytes=1 << 30, interrupt=None))]
     #[allow(clippy::too_many_arguments)]
     fn run_guest(
         &self,
@@ -67,6 +112,12 @@ impl Engine {
         cwd: String,
         preopens: Vec<(PathBuf, String, bool)>,
         resolver: Option<Py<PyAny>>,
+        report: Option<Py<PyAny>>,
+        timeout_ms: Option<u64>,
+        memory_bytes: Option<u64>,
+        max_instances: usize,
+        max_cap_memory_bytes: u64,
+        interrupt: Option<PyRef<'_, Interrupt>>,
     ) -> PyResult<i32> {
         let run = GuestRun {
             path,
@@ -75,7 +126,17 @@ impl Engine {
             env,
             cwd,
             preopens: self::preopens(preopens),
-            resolver,
+            limits: GuestLimits {
+                memory_bytes: memory_bytes.unwrap_or(NO_MEMORY_LIMIT),
+            },
+            timeout: timeout_ms.map(Duration::from_millis),
+            signal: interrupt.map(|i| i.signal.clone()),
+            run: RunContext {
+                resolver,
+                report,
+                budget: RunBudget::new(max_instances, max_cap_memory_bytes),
+                control: None,
+            },
         };
         py.detach(|| {
             run_guest(
@@ -89,7 +150,9 @@ impl Engine {
     }
 
     /// Runs a wasi-preview1 core module's `_start`; returns its exit status.
-    #[pyo3(signature = (path, *, argv, env=Vec::new(), preopens=Vec::new(), digest=String::new()))]
+    #[pyo3(signature = (path, *, argv, env=Vec::new(), preopens=Vec::new(), digest=String::new(),
+                        timeout_ms=None, memory_bytes=None, interrupt=None))]
+    #[allow(clippy::too_many_arguments)]
     fn run_core_p1(
         &self,
         py: Python<'_>,
@@ -98,19 +161,43 @@ impl Engine {
         env: Vec<(String, String)>,
         preopens: Vec<(PathBuf, String, bool)>,
         digest: String,
+        timeout_ms: Option<u64>,
+        memory_bytes: Option<u64>,
+        interrupt: Option<PyRef<'_, Interrupt>>,
     ) -> PyResult<i32> {
         let preopens = self::preopens(preopens);
+        let limits = GuestLimits {
+            memory_bytes: memory_bytes.unwrap_or(NO_MEMORY_LIMIT),
+        };
+        let timeout = timeout_ms.map(Duration::from_millis);
+        let signal = interrupt.map(|i| i.signal.clone());
         py.detach(|| {
-            crate::core_p1::run_core_p1(&self.shared, &path, &digest, &argv, &env, &preopens)
+            crate::core_p1::run_core_p1(
+                &self.shared,
+                &path,
+                &digest,
+                &argv,
+                &env,
+                &preopens,
+                limits,
+                timeout,
+                signal,
+            )
         })
         .map_err(engine_error)
     }
 
     /// Instantiates a provider directly, for host-side calls (tests,
-    /// benchmarks, `composectl cap call`).
+    /// benchmarks, `composectl cap call`). It belongs to no run: no run
+    /// budget applies, only its own limits.
     fn load_provider(&self, py: Python<'_>, spec: ProviderSpec) -> PyResult<Provider> {
+        let slot = RunBudget::unlimited()
+            .take_instance()
+            .expect("an unlimited budget has room");
         let live = py
-            .detach(|| LiveProvider::instantiate(&self.shared, &self.provider_linkers, spec))
+            .detach(|| {
+                LiveProvider::instantiate(&self.shared, &self.provider_linkers, spec, slot, None)
+            })
             .map_err(engine_error)?;
         Ok(Provider {
             live: Mutex::new(live),
@@ -163,8 +250,9 @@ impl Provider {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let reply = py.detach(|| self.live.lock().unwrap().invoke(method, payload));
         match reply {
-            Ok(bytes) => Ok(PyBytes::new(py, &bytes)),
-            Err(e) => Err(cap_error(e)),
+            Ok(Ok(bytes)) => Ok(PyBytes::new(py, &bytes)),
+            Ok(Err(e)) => Err(cap_error(e)),
+            Err(stop) => Err(engine_error(stop)),
         }
     }
 
@@ -172,5 +260,11 @@ impl Provider {
     #[getter]
     fn name(&self) -> String {
         self.live.lock().unwrap().spec().name.clone()
+    }
+
+    /// The cap's typed Python shim (its `pylon:shim` section), if any.
+    #[getter]
+    fn shim(&self) -> Option<String> {
+        self.live.lock().unwrap().shim().map(str::to_string)
     }
 }
