@@ -10,6 +10,7 @@ import functools
 from pylon import _engine, paths
 
 ProviderSpec = _engine.ProviderSpec
+Interrupt = _engine.Interrupt
 
 
 @functools.cache

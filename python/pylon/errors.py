@@ -11,6 +11,9 @@ The tree::
     ├── TrustError           the trust policy refuses a cap's name or digest
     ├── CapError             a cap is unknown, misbehaved or failed a call
     ├── EngineError          wasmtime could not compile, instantiate or run something
+    ├── GuestStopped         the guest was stopped from outside (``exit_status``, ``seconds``)
+    │   ├── GuestTimeout     its time limit ran out (exit status 124)
+    │   └── GuestInterrupted Ctrl-C or the embedding host stopped it (exit status 130)
     ├── StateError           a folder or file of Pylon's own state is missing, unsafe or unwritable
     └── BuildError           a build tool (zig, componentize-py, wasm-tools...) failed
 
@@ -74,6 +77,37 @@ class CapError(PylonError):
 
 class EngineError(PylonError):
     """The engine could not compile, instantiate or run a module."""
+
+
+class GuestStopped(PylonError):
+    """The guest was stopped before it finished.
+
+    Attributes:
+        exit_status: what ``composectl run`` exits with (as a shell would).
+        seconds: how long the guest had run, when known.
+        abandoned: the guest was blocked in a host call (a sleep, a read)
+            and could not be unwound; its thread is left behind, and a
+            process that wants it gone must exit.
+    """
+
+    exit_status = 1
+
+    def __init__(self, message: str, *, seconds: float | None = None, abandoned: bool = False):
+        super().__init__(message)
+        self.seconds = seconds
+        self.abandoned = abandoned
+
+
+class GuestTimeout(GuestStopped):
+    """The guest ran past its time limit."""
+
+    exit_status = 124
+
+
+class GuestInterrupted(GuestStopped):
+    """The guest was interrupted (Ctrl-C, or the embedding host asked)."""
+
+    exit_status = 130
 
 
 class StateError(PylonError):

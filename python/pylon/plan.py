@@ -506,12 +506,16 @@ def _parse_json(text: str, *, file: str | None) -> Any:
 
 
 def _long_number(text: str) -> str:
+    """Where the number is that ``int()`` refused (past ``sys.get_int_max_str_digits()`` digits)."""
     limit = sys.get_int_max_str_digits()
-    found = re.search(r"[0-9]{%d,}" % (limit + 1), text) if limit else None
+    # Strings are matched (and skipped) so digits inside one are not taken for the number.
+    numbers = re.compile(r'"(?:[^"\\]|\\[\s\S])*"?|(-?[0-9]{%d,})' % (limit + 1)) if limit else None
+    found = next((m for m in numbers.finditer(text) if m.group(1)), None) if numbers else None
     if found is None:
         return "invalid JSON: a number is too long"
-    line = text.count("\n", 0, found.start()) + 1
-    column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
+    start = found.start(1)
+    line = text.count("\n", 0, start) + 1
+    column = start - (text.rfind("\n", 0, start) + 1) + 1
     return f"invalid JSON at line {line}, column {column}: a number with more than {limit} digits"
 
 

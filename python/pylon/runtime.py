@@ -1,48 +1,58 @@
-"""Runs a script in pylon.wasm: plan -> blobs -> trust gate -> engine.
+"""Runs a script in pylon.wasm: plan -> trust gate -> blobs -> engine.
 
 The steps of one ``composectl run``:
 
 1. Load the plan (``--plan``, else the default plan ``composectl setup``
-   wrote, else an empty one) and find the guest: the plan's, or the stock
-   guest this install built.
-2. Make sure the guest blob is stored (fetching it if needed) and run it in
-   the engine with the script's folder preopened.
-3. Each ``resolve-by-id(name)`` from the guest calls back into
+   wrote, else an empty one) and check the folders the guest will see
+   (:mod:`pylon.preopens`: read-only unless asked, never Pylon's own state).
+2. Gate the guest's digest on the trust policy, *then* make sure its blob is
+   stored (fetching it if needed). The engine verifies the blob's bytes
+   against the digest before it compiles them, and runs an already compiled
+   guest only from an artifact it authenticates.
+3. Run the guest on a worker thread under its limits (time, memory; the
+   caps it resolves share a budget of instances and memory), while this
+   thread waits and turns Ctrl-C into a stop.
+4. Each ``resolve-by-id(name)`` from the guest calls back into
    :class:`Resolver`: the name must be in the plan, its digest must pass the
    trust policy, and only then is its blob fetched (on first use: a cap the
-   script never imports is never fetched), verified and handed to the
-   engine as a :class:`~pylon.engine.ProviderSpec`. A refusal raises, and the
-   engine turns it into the guest-side exception; nothing is instantiated.
+   script never imports is never fetched) and handed to the engine as a
+   :class:`~pylon.engine.ProviderSpec`. A refusal tells the guest the cap's
+   name, digest and what to run; paths and causes go to the host's stderr.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import ContextManager
 
 from pylon import stock
 from pylon.blobstore import BlobStore
-from pylon.engine import ProviderSpec, get_engine
-from pylon.errors import PlanError, PylonError, TrustError
+from pylon.engine import Interrupt, ProviderSpec, get_engine
+from pylon.errors import DigestMismatch, PylonError, TrustError
+from pylon.guard import run_stoppable
 from pylon.plan import Plan
-from pylon.trust import TrustPolicy
-from pylon.wasm_sections import custom_section
+from pylon.preopens import Preopen, plan_preopens
+from pylon.trust import TrustPolicy, allow_command
 
 __all__ = ["run", "Resolver", "load_plan"]
 
 #: Makes a fetch progress callback for a description (the CLI passes a rich bar).
 ProgressFactory = Callable[[str], ContextManager[Callable[[int, int | None], None]]]
-
-#: The custom section a cap's typed Python shim travels in.
-SHIM_SECTION = "pylon:shim"
+#: Receives what the host must hear and the guest must not see.
+Report = Callable[[str], None]
 
 MIB = 1 << 20
 
-
 def _no_progress(_description: str):
     return contextlib.nullcontext(None)
+
+
+def _report_to_stderr(message: str) -> None:
+    sys.stderr.write(f"pylon: {message}\n")
+    sys.stderr.flush()
 
 
 def load_plan(plan: Path | None) -> tuple[Plan, str]:
@@ -55,45 +65,58 @@ def load_plan(plan: Path | None) -> tuple[Plan, str]:
     return Plan(), "(no plan: run `composectl setup` or pass --plan)"
 
 
+class _Refusal(Exception):
+    """What the guest is told when a resolve is refused (``dynlink_kind`` is the WIT case)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.dynlink_kind = kind
+
+
 class Resolver:
     """The trust gate and first-use fetch behind ``resolve-by-id``.
 
-    Called by the engine (on its thread, with the GIL) once per resolve.
-    Refusals raise a :class:`PylonError` whose ``dynlink_kind`` attribute
-    names the WIT error case the guest will see.
+    Called by the engine (on the guest's thread, with the GIL) once per
+    resolve. A refusal raises an exception whose text the guest sees: the
+    cap's name, the digest it asked for and the command that would help.
+    The full reason (plan path, source URLs, other trusted digests) goes to
+    ``report`` on the host side.
     """
 
     def __init__(self, plan: Plan, plan_label: str, *, store: BlobStore, trust: TrustPolicy,
-                 progress: ProgressFactory = _no_progress):
+                 progress: ProgressFactory = _no_progress, report: Report = _report_to_stderr):
         self.plan = plan
         self.plan_label = plan_label
         self.store = store
         self.trust = trust
         self.progress = progress
+        self.report = report
 
     def __call__(self, name: str) -> ProviderSpec:
-        try:
-            return self._resolve(name)
-        except TrustError as exc:
-            exc.dynlink_kind = "denied"  # type: ignore[attr-defined]
-            raise
-        except PylonError as exc:
-            exc.dynlink_kind = "not-found"  # type: ignore[attr-defined]
-            raise
-
-    def _resolve(self, name: str) -> ProviderSpec:
         entry = self.plan.caps.get(name)
         if entry is None:
             known = ", ".join(sorted(self.plan.caps)) or "none"
-            raise PlanError(f"cap {name!r} is not in the plan {self.plan_label} (caps there: {known}); "
-                            f"add it with: composectl plan add PLAN {name} FILE")
+            self.report(f"the guest asked for cap {name!r}, which is not in the plan {self.plan_label} "
+                        f"(caps there: {known})")
+            raise _Refusal("not-found", f"cap {name!r} is not in this run's plan; "
+                                        f"add it with: composectl plan add PLAN {name} FILE")
         # The gate comes first: an untrusted cap is never fetched, let alone run.
-        self.trust.check(name, entry.digest)
-        with self.progress(f"fetching cap {name}") as progress:
-            path = self.store.fetch(entry.digest, entry.sources, progress=progress)
-        data = path.read_bytes()
-        shim = custom_section(data, SHIM_SECTION)
+        try:
+            self.trust.check(name, entry.digest)
+        except TrustError as exc:
+            self.report(str(exc))
+            raise _Refusal("denied", f"cap {name!r} with digest {entry.digest} is not trusted; "
+                                     f"to allow it, run: {allow_command(name, entry.digest)}") from None
+        try:
+            with self.progress(f"fetching cap {name}") as progress:
+                path = self.store.fetch(entry.digest, entry.sources, size=entry.size, progress=progress)
+        except PylonError as exc:
+            self.report(f"cap {name!r}: {exc}")
+            raise _Refusal("not-found", f"cap {name!r} ({entry.digest}) could not be fetched; "
+                                        "composectl's error output says why") from None
         limits = entry.limits.effective()
+        assert limits.memory_mb is not None and limits.timeout_ms is not None
+        assert limits.max_payload_mb is not None
         return ProviderSpec(
             name=name,
             path=str(path),
@@ -102,73 +125,99 @@ class Resolver:
             timeout_ms=limits.timeout_ms,
             max_payload_bytes=limits.max_payload_mb * MIB,
             wasi=entry.wasi,
-            shim=shim.decode("utf-8") if shim is not None else None,
         )
 
 
-def _guest_blob(plan: Plan, store: BlobStore, progress: ProgressFactory) -> tuple[Path, str]:
-    """The guest's path and digest, fetched if needed.
+def _guest_blob(plan: Plan, store: BlobStore, trust: TrustPolicy,
+                progress: ProgressFactory) -> tuple[Path, str, tuple[str, ...], int | None]:
+    """The guest's blob path, digest, sources and size, after the trust gate.
 
-    A guest whose compiled form is already cached is not re-hashed: the
-    compiled artifact was made from bytes verified at that time and is keyed
-    by their digest, and hashing 36 MB would cost every run ~70 ms. A guest
-    that must be compiled is verified first.
+    A stored guest is not hashed here: the engine verifies the bytes it
+    compiles, and a compiled guest runs from an artifact it authenticates,
+    so hashing 36 MB on every run would buy nothing.
     """
-    if plan.guest is not None:
-        digest, sources = plan.guest.digest, plan.guest.sources
+    if plan.guest is not None and plan.guest.digest is not None:
+        digest, sources, size = plan.guest.digest, plan.guest.sources, plan.guest.size
     else:
         digest, sources = stock.stock_guest()
-    if store.has(digest) and get_engine().is_cached(digest):
-        return store.blob_path(digest), digest
+        size = None
+    trust.check_guest(digest)
+    if store.has(digest):
+        return store.blob_path(digest), digest, sources, size
     with progress("fetching guest") as cb:
-        return store.fetch(digest, sources, progress=cb), digest
-
-
-def _preopens(script: Path | None, dirs: Iterable[Path]) -> list[tuple[str, str, bool]]:
-    opened: list[tuple[str, str, bool]] = []
-    seen: set[str] = set()
-    folders = ([script.parent] if script is not None else []) + [Path(d) for d in dirs]
-    for folder in folders:
-        resolved = str(folder.resolve())
-        if resolved not in seen:
-            seen.add(resolved)
-            opened.append((resolved, resolved, False))
-    return opened
+        return store.fetch(digest, sources, size=size, progress=cb), digest, sources, size
 
 
 def run(*, plan: Path | None = None, script: str | None = None, code: str | None = None,
-        args: Iterable[str] = (), env: Mapping[str, str] | None = None, dirs: Iterable[Path] = (),
-        progress: ProgressFactory | None = None, store: BlobStore | None = None) -> int:
+        args: Iterable[str] = (), env: Mapping[str, str] | None = None,
+        dirs: Iterable[Preopen | str] = (), timeout_s: float | None = None,
+        memory_mb: int | None = None, progress: ProgressFactory | None = None,
+        store: BlobStore | None = None, report: Report | None = None,
+        interrupt: Interrupt | None = None) -> int:
     """Runs ``script`` (or ``code``) in the guest; returns its exit status.
 
     Args:
         plan: the plan file; default: the default plan, or none.
         script: path of the script on the host. Its folder is preopened
-            read-write at the same absolute path and is the guest's working
+            read-only at the same absolute path and is the guest's working
             directory.
         code: program text, as ``python -c``.
         args: the script's arguments.
         env: the guest's environment (it sees nothing of the host's otherwise).
-        dirs: more host folders to preopen (read-write, same path).
+        dirs: more host folders for the guest: ``"DIR"`` (read-only),
+            ``"DIR:rw"`` (writable) or :class:`~pylon.preopens.Preopen`.
+        timeout_s: wall-clock limit; default the plan's ``guest.limits.timeout-ms``
+            (none unless the plan sets one).
+        memory_mb: memory limit; default the plan's ``guest.limits.memory-mb``.
         progress: makes progress callbacks for fetches.
+        report: receives host-side details of refusals (default: stderr).
+        interrupt: set it from another thread to stop the guest.
 
     Raises:
-        PylonError: the plan, the guest blob or the engine failed before the
-            script ran. Errors inside the script are its exit status.
+        GuestTimeout, GuestInterrupted: the guest was stopped.
+        PylonError: the plan, a folder, the trust gate, the guest blob or the
+            engine failed before the script ran. Errors inside the script are
+            its exit status.
     """
     progress = progress or _no_progress
     store = store or BlobStore()
+    report = report or _report_to_stderr
     the_plan, label = load_plan(plan)
     script_path = Path(script).resolve() if script is not None else None
     if script_path is not None and not script_path.is_file():
         raise PylonError(f"script not found: {script}")
     argv = (["-c", code] if code is not None else [str(script_path)]) + list(args)
-    guest_path, guest_digest = _guest_blob(the_plan, store, progress)
-    preopens = _preopens(script_path, dirs)
-    cwd = str(script_path.parent) if script_path is not None else (preopens[0][1] if preopens else "/")
-    resolver = Resolver(the_plan, label, store=store, trust=TrustPolicy.load(), progress=progress)
-    return get_engine().run_guest(
-        str(guest_path), guest_digest,
-        argv=argv, env=sorted((env or {}).items()), cwd=cwd,
-        preopens=preopens, resolver=resolver,
-    )
+    preopens = plan_preopens(script_path, dirs)
+    trust = TrustPolicy.load()
+    guest_path, guest_digest, guest_sources, guest_size = _guest_blob(the_plan, store, trust, progress)
+    cwd = str(script_path.parent) if script_path is not None else (str(preopens[0].path) if preopens else "/")
+    limits = the_plan.guest_limits()
+    budget = the_plan.run_limits()
+    if timeout_s is None and limits.timeout_ms is not None:
+        timeout_s = limits.timeout_ms / 1000
+    memory_mb = memory_mb if memory_mb is not None else limits.memory_mb
+    assert memory_mb is not None and budget.max_instances is not None and budget.max_memory_mb is not None
+    resolver = Resolver(the_plan, label, store=store, trust=trust, progress=progress, report=report)
+    engine = get_engine()
+
+    def attempt(blob: Path) -> int:
+        def call(stop: Interrupt) -> int:
+            return engine.run_guest(
+                str(blob), guest_digest,
+                argv=argv, env=sorted((env or {}).items()), cwd=cwd,
+                preopens=[p.as_engine_tuple() for p in preopens], resolver=resolver, report=report,
+                timeout_ms=None if timeout_s is None else max(1, round(timeout_s * 1000)),
+                memory_bytes=memory_mb * MIB, max_instances=budget.max_instances,
+                max_cap_memory_bytes=budget.max_memory_mb * MIB, interrupt=stop,
+            )
+        return run_stoppable(call, timeout_s=timeout_s, interrupt=interrupt)
+
+    try:
+        return attempt(guest_path)
+    except DigestMismatch as exc:
+        # The stored guest is not what its digest says (the engine checked it
+        # before compiling anything). Quarantine it, fetch it again, retry once.
+        report(f"the stored guest failed verification ({exc}); fetching it again")
+        with progress("fetching guest") as cb:
+            fresh = store.fetch(guest_digest, guest_sources, size=guest_size, progress=cb)
+        return attempt(fresh)

@@ -84,23 +84,37 @@ def backend() -> str:
     return "pylon-engine" if _engine_runner() else "wasmtime-py"
 
 
-def run_static(module: Path | str, argv: Sequence[str], env: Pairs = (), preopens: Pairs = ()) -> int:
+def run_static(module: Path | str, argv: Sequence[str], env: Pairs = (), preopens: Pairs = (),
+               *, writable: Sequence[str] = (), timeout_s: float | None = None,
+               memory_mb: int | None = None) -> int:
     """Runs ``module``'s ``_start`` with WASI p1; returns the exit status.
 
     ``argv`` is the full argv (``argv[0]`` is the program name); ``env`` is
-    (name, value) pairs; ``preopens`` is (host dir, guest path) pairs.
+    (name, value) pairs; ``preopens`` is (host dir, guest path) pairs,
+    read-only unless the host dir is in ``writable``. On Pylon's engine the
+    run has the same limits and Ctrl-C handling as a CPython guest
+    (``timeout_s``, ``memory_mb``; :mod:`pylon.guard`).
+
     Raises EngineError when the module cannot be compiled or instantiated, or
-    traps (a trap is not an exit status).
+    traps (a trap is not an exit status); GuestTimeout / GuestInterrupted
+    when it is stopped.
     """
     module = Path(module)
     if not module.is_file():
         raise EngineError(f"no such module: {module}")
     if _engine_runner() is not None:
+        from pylon.guard import run_stoppable
+
+        engine = _engine()
+        opened = [(str(h), g, str(h) not in writable) for h, g in preopens]
+
+        def call(stop) -> int:
+            return int(engine.run_core_p1(
+                str(module), argv=list(argv), env=[tuple(p) for p in env], preopens=opened,
+                timeout_ms=None if timeout_s is None else max(1, round(timeout_s * 1000)),
+                memory_bytes=None if memory_mb is None else memory_mb << 20, interrupt=stop))
         try:
-            # Preopens writable: a script may write next to itself (MicroPython
-            # writes no bytecode caches, so nothing appears uninvited).
-            return int(_engine().run_core_p1(str(module), argv=list(argv), env=[tuple(p) for p in env],
-                                             preopens=[(str(h), g, False) for h, g in preopens]))
+            return run_stoppable(call, timeout_s=timeout_s)
         except EngineError as exc:
             hint = _legacy_hint(str(exc))
             if hint:
@@ -229,20 +243,29 @@ def script_invocation(script: Path | str, args: Sequence[str] = ()) -> tuple[lis
 
 
 def run_script(module: Path | str, script: Path | str, args: Sequence[str] = (), env: Pairs = (),
-               *, runtime: str = "engine") -> int:
+               *, runtime: str = "engine", dirs: Sequence[str] = (), timeout_s: float | None = None,
+               memory_mb: int | None = None) -> int:
     """Runs ``script`` (a host path) in the static ``module``; returns its exit status.
 
     ``runtime`` is ``"engine"`` (our engine or wasmtime-py, exnref modules),
-    ``"node"`` or ``"iwasm"`` (legacy-EH modules).
+    ``"node"`` or ``"iwasm"`` (legacy-EH modules). The script's folder and
+    ``dirs`` (``DIR`` or ``DIR:rw``) are checked as for the CPython guest
+    (:mod:`pylon.preopens`); on the engine they are read-only unless ``:rw``.
     """
-    argv, preopens = script_invocation(script, args)
+    from pylon.preopens import plan_preopens
+
+    argv, _ = script_invocation(script, args)
+    checked = plan_preopens(Path(script).resolve(), dirs)
+    preopens = [(str(p.path), str(p.path)) for p in checked]
+    writable = [str(p.path) for p in checked if p.writable]
     if runtime == "node":
         return run_static_node(module, argv, env, preopens).returncode
     if runtime == "iwasm":
         return run_static_iwasm(module, argv, env, preopens).returncode
     if runtime != "engine":
         raise EngineError(f"unknown runtime {runtime!r}: use engine, node or iwasm")
-    return run_static(module, argv, env, preopens)
+    return run_static(module, argv, env, preopens, writable=writable, timeout_s=timeout_s,
+                      memory_mb=memory_mb)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,6 +42,15 @@ def clear() -> None:
     """Delete every compiled artifact (they are rebuilt on next use)."""
     from pylon import paths
 
+    from pylon.errors import StateError
+
     root = paths.compiled_root()
-    shutil.rmtree(root, ignore_errors=True)
+    if not root.exists():
+        say(f"nothing to clear: {root} does not exist")
+        return
+    try:
+        shutil.rmtree(root)
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise StateError(f"could not clear {root}{where}: {exc.strerror or exc}") from exc
     say(f"cleared {root}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
-from pylon.errors import EngineError
+from pylon.errors import EngineError, GuestStopped
 
 __all__ = ["parse_env", "register"]
 
@@ -39,9 +41,18 @@ def run(
     env: Annotated[list[str] | None, typer.Option(
         "--env", metavar="K=V", help="Set an environment variable in the guest, K=V; repeatable. "
                       "The guest sees no host environment otherwise.")] = None,
-    dirs: Annotated[list[Path] | None, typer.Option(
-        "--dir", metavar="DIR", help="Let the guest read and write host folder DIR (at the same path); "
-        "repeatable. The script's own folder is always open.", file_okay=False, exists=True)] = None,
+    dirs: Annotated[list[str] | None, typer.Option(
+        "--dir", metavar="DIR[:rw]", help="Let the guest see host folder DIR at the same path, read-only; "
+        "DIR:rw makes it writable. Repeatable. The script's own folder is always open, read-only. "
+        "Folders holding Pylon's own state are refused.")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", metavar="SECONDS", min=0.001, help="Stop the script after SECONDS of running "
+        "(exit status 124). Default: the plan's guest.limits.timeout-ms, else no limit.",
+        show_default=False)] = None,
+    memory_mb: Annotated[int | None, typer.Option(
+        "--memory-mb", metavar="N", min=16, max=4096, help="The guest's memory limit in MiB; past it "
+        "the script gets MemoryError. Default: the plan's guest.limits.memory-mb, else 2048.",
+        show_default=False)] = None,
     profile: Annotated[str, typer.Option(
         "--profile", metavar="PROFILE", help="cpython (pylon.wasm, default) or micropython-static (the flat "
         "wasi-p1 MicroPython module with caps folded in, built on first use).")] = "cpython",
@@ -64,7 +75,11 @@ def run(
         script = None
     environment = parse_env(env or [])
     if profile == "micropython-static":
-        raise typer.Exit(_run_static(script, code, argv, environment, with_caps))
+        try:
+            status = _run_static(script, code, argv, environment, with_caps, dirs or [], timeout, memory_mb)
+        except GuestStopped as exc:
+            _stopped(exc)
+        raise typer.Exit(status)
     if profile != "cpython":
         raise typer.BadParameter(f"unknown profile {profile!r}: use cpython or micropython-static",
                                  param_hint="--profile")
@@ -75,13 +90,35 @@ def run(
         raise EngineError(f"the Pylon runtime is unavailable: {exc}") from exc
     from pylon.cli.progress import fetch_progress
 
-    status = runtime.run(plan=plan, script=script, code=code, args=argv, env=environment,
-                         dirs=list(dirs or []), progress=fetch_progress)
+    try:
+        status = runtime.run(plan=plan, script=script, code=code, args=argv, env=environment,
+                             dirs=list(dirs or []), timeout_s=timeout, memory_mb=memory_mb,
+                             progress=fetch_progress)
+    except GuestStopped as exc:
+        _stopped(exc)
     raise typer.Exit(int(status or 0))
 
 
+def _stopped(exc: GuestStopped) -> NoReturn:
+    """Says why the guest stopped and exits as a shell would (124 timeout, 130 Ctrl-C)."""
+    from pylon.cli.console import print_error
+
+    print_error(str(exc))
+    if exc.abandoned:
+        # The guest's thread is blocked in a host call and cannot be unwound;
+        # the process ends here instead of waiting for it.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(exc.exit_status)
+    raise typer.Exit(exc.exit_status)
+
+
 def _run_static(script: str | None, code: str | None, argv: list[str], env: dict[str, str],
-                with_caps: list[str] | None) -> int:
+                with_caps: list[str] | None, dirs: list[str], timeout: float | None,
+                memory_mb: int | None) -> int:
     """Runs a script in the MicroPython static module on our engine (a core module, WASI p1)."""
     from pylon import paths
     from pylon.build.caps import find_caps
@@ -92,7 +129,8 @@ def _run_static(script: str | None, code: str | None, argv: list[str], env: dict
         raise typer.BadParameter("the micropython-static profile runs a SCRIPT (no -c)", param_hint="SCRIPT")
     caps = list(with_caps) if with_caps else [d.name for d in find_caps(paths.SOURCE_ROOT / "caps", face="static")]
     module = build_micropython(caps, "exnref")
-    return run_script(module, script, argv, sorted(env.items()))
+    return run_script(module, script, argv, sorted(env.items()), dirs=dirs, timeout_s=timeout,
+                      memory_mb=memory_mb)
 
 
 def register(app: typer.Typer) -> None:

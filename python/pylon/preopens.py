@@ -1,0 +1,101 @@
+"""Which host folders a guest may see, and how.
+
+A guest sees only the folders preopened for it, at the same absolute path as
+on the host. The rules, in one place:
+
+* The script's own folder is preopened **read-only**, so the script can read
+  its data files and import its sibling modules, and can write nothing.
+* ``--dir DIR`` adds a folder read-only; ``--dir DIR:rw`` adds it writable.
+  (``DIR:ro`` is accepted too. A folder whose name really ends in ``:rw``
+  or ``:ro`` is written with a trailing ``/``: ``--dir 'odd:rw/'``.) The
+  same folder named twice is opened once, writable if either asked for it.
+* A folder that is, contains, or is inside Pylon's own state (the cache with
+  its compiled artifacts, the blob store, the config folder with the trust
+  policy, the virtualenv Pylon runs from) is refused, after resolving
+  symlinks: a guest that could write there could change what the host runs
+  later (see docs/security.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pylon import paths
+from pylon.errors import PylonError
+
+__all__ = ["Preopen", "PreopenError", "parse_dir_spec", "plan_preopens"]
+
+
+class PreopenError(PylonError):
+    """A folder cannot be given to the guest (missing, or Pylon's own state)."""
+
+
+@dataclass(frozen=True)
+class Preopen:
+    """A host folder the guest sees at the same path."""
+
+    path: Path
+    writable: bool = False
+
+    def as_engine_tuple(self) -> tuple[str, str, bool]:
+        """``(host path, guest path, read_only)`` as the engine takes it."""
+        return (str(self.path), str(self.path), not self.writable)
+
+
+def parse_dir_spec(spec: str) -> Preopen:
+    """``DIR``, ``DIR:ro`` or ``DIR:rw`` -> a (not yet checked) :class:`Preopen`."""
+    folder, sep, mode = spec.rpartition(":")
+    if sep and mode in ("ro", "rw") and folder:
+        return Preopen(Path(folder), writable=mode == "rw")
+    return Preopen(Path(spec))
+
+
+def _overlap(folder: Path, state: Path) -> str | None:
+    """How ``folder`` overlaps ``state``, in words, or None."""
+    if folder == state:
+        return "is"
+    if folder in state.parents:
+        return "contains"
+    if state in folder.parents:
+        return "is inside"
+    return None
+
+
+def _check(folder: Path, state_roots: Sequence[tuple[str, Path]]) -> None:
+    for what, root in state_roots:
+        how = _overlap(folder, root)
+        if how is not None:
+            raise PreopenError(
+                f"refusing to let the guest see {folder}: it {how} {what} ({root}), and a guest that "
+                "could reach Pylon's state could change what runs on the host. Put the script and its "
+                "files in a folder of their own, or move Pylon's state elsewhere (PYLON_CACHE_DIR, "
+                "PYLON_BLOB_DIR, PYLON_CONFIG_DIR).")
+
+
+def plan_preopens(script: Path | None, dirs: Iterable[Preopen | str]) -> list[Preopen]:
+    """The checked preopens of a run: the script's folder (read-only) and ``dirs``.
+
+    Raises:
+        PreopenError: a folder does not exist, is not a folder, or overlaps
+            Pylon's own state.
+    """
+    wanted: list[Preopen] = []
+    if script is not None:
+        wanted.append(Preopen(script.parent))
+    wanted += [parse_dir_spec(d) if isinstance(d, str) else d for d in dirs]
+    # Resolve state roots once; a root that does not exist yet resolves as far as it can.
+    state_roots = [(what, root.resolve()) for what, root in paths.state_roots()]
+    merged: dict[Path, Preopen] = {}
+    for want in wanted:
+        try:
+            folder = want.path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:
+            raise PreopenError(f"cannot give the guest {want.path}: it does not exist") from exc
+        if not folder.is_dir():
+            raise PreopenError(f"cannot give the guest {want.path}: it is not a folder")
+        _check(folder, state_roots)
+        previous = merged.get(folder)
+        merged[folder] = Preopen(folder, writable=want.writable or bool(previous and previous.writable))
+    return list(merged.values())
