@@ -14,11 +14,13 @@ composectl run stdlib_tour.py
 step "embedded caps: crc32c, sqlite and zstd are plugged into the stock pylon.wasm (no blob staged)"
 composectl run crc_anywhere.py
 cp notes_db.py "$work/"
-composectl run "$work/notes_db.py" "first note" "second note"
+composectl run --dir "$work:rw" "$work/notes_db.py" "first note" "second note"
 
 step "the same crc32c script on a lean pylon.wasm: crc32c now comes by runtime dynlink"
 WITH_CRC32C=0 ../scripts/compose-python-component.sh "$work/lean.wasm" > /dev/null
 composectl plan new "$work/lean-plan.json" --guest "$work/lean.wasm"
+# A guest is trust-gated like a cap: this build is new, so allow its digest.
+composectl trust allow --guest "sha256:$(sha256sum "$work/lean.wasm" | cut -d' ' -f1)"
 composectl plan add "$work/lean-plan.json" crc32c "$(composectl cap build ../caps/crc32c | cut -d' ' -f2)"
 composectl run --plan "$work/lean-plan.json" crc_anywhere.py
 

@@ -1,7 +1,10 @@
 """SQLite and zstd caps embedded in the stock pylon.wasm: a tiny notes store.
 
-The database file lands next to this script (its folder is preopened), and
-is a normal SQLite file: `sqlite3 notes.db` on the host reads it.
+The database file lands next to this script, and is a normal SQLite file:
+`sqlite3 notes.db` on the host reads it. The script's folder is read-only to
+the guest unless the run makes it writable:
+
+    composectl run --dir EXAMPLES_DIR:rw examples/notes_db.py "a note"
 """
 import sys
 

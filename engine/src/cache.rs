@@ -47,6 +47,8 @@ use wasmtime::{Engine, Module};
 const MAGIC: &[u8; 8] = b"PYLNART1";
 /// Length of the authentication tag after [`MAGIC`].
 const TAG_LEN: usize = 32;
+/// Where the serialized code starts in an artifact file.
+const HEADER_LEN: usize = MAGIC.len() + TAG_LEN;
 /// Name of the per-install secret inside the cache folder.
 const KEY_FILE: &str = "artifact.key";
 
@@ -325,8 +327,8 @@ impl CompileCache {
         }
         let artifact = self.artifact_path(&key, kind);
         if let (Some(disk), Some(file)) = (&self.disk, &artifact) {
-            if let Some(code) = disk.read_authentic(file, kind, &key) {
-                if let Ok(found) = deserialize(&code) {
+            if let Some(data) = disk.read_authentic(file, kind, &key) {
+                if let Ok(found) = deserialize(&data[HEADER_LEN..]) {
                     memory.lock().unwrap().insert(key, found.clone());
                     return Ok((found, Origin::Disk));
                 }
@@ -358,30 +360,29 @@ impl Disk {
         mac.finalize()
     }
 
-    /// The artifact's code if the file carries a valid tag; otherwise the
-    /// file is deleted (it will be rebuilt from the verified blob) and `None`.
+    /// The artifact file's bytes (code from [`HEADER_LEN`] on) if it carries
+    /// a valid tag; otherwise the file is deleted (it will be rebuilt from
+    /// the verified blob) and `None`.
     fn read_authentic(&self, file: &Path, kind: Kind, key: &str) -> Option<Vec<u8>> {
-        let mut data = match std::fs::read(file) {
+        let data = match std::fs::read(file) {
             Ok(data) => data,
             Err(_) => return None, // missing (the usual case) or unreadable
         };
-        let header = MAGIC.len() + TAG_LEN;
-        let ok = data.len() > header && data.starts_with(MAGIC) && {
-            let tag = blake3::Hash::from_bytes(data[MAGIC.len()..header].try_into().unwrap());
+        let ok = data.len() > HEADER_LEN && data.starts_with(MAGIC) && {
+            let tag = blake3::Hash::from_bytes(data[MAGIC.len()..HEADER_LEN].try_into().unwrap());
             // blake3::Hash compares in constant time.
-            tag == self.tag(kind, key, &data[header..])
+            tag == self.tag(kind, key, &data[HEADER_LEN..])
         };
         if !ok {
             let _ = std::fs::remove_file(file);
             return None;
         }
-        data.drain(..header);
         Some(data)
     }
 
     fn write(&self, file: &Path, kind: Kind, key: &str, code: &[u8]) -> Result<()> {
         let tag = self.tag(kind, key, code);
-        let mut out = Vec::with_capacity(MAGIC.len() + TAG_LEN + code.len());
+        let mut out = Vec::with_capacity(HEADER_LEN + code.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(tag.as_bytes());
         out.extend_from_slice(code);

@@ -122,7 +122,7 @@ class GcReport(NamedTuple):
 
 def is_digest(value: object) -> bool:
     """True if ``value`` is a ``sha256:<64 lowercase hex>`` string."""
-    return isinstance(value, str) and _DIGEST_RE.match(value) is not None
+    return isinstance(value, str) and _DIGEST_RE.fullmatch(value) is not None
 
 
 def check_digest(value: str) -> str:

@@ -35,7 +35,7 @@ from pylon.errors import DigestMismatch, PylonError, TrustError
 from pylon.guard import run_stoppable
 from pylon.plan import Plan
 from pylon.preopens import Preopen, plan_preopens
-from pylon.trust import TrustPolicy, allow_command
+from pylon.trust import TrustPolicy
 
 __all__ = ["run", "Resolver", "load_plan"]
 
@@ -105,8 +105,7 @@ class Resolver:
             self.trust.check(name, entry.digest)
         except TrustError as exc:
             self.report(str(exc))
-            raise _Refusal("denied", f"cap {name!r} with digest {entry.digest} is not trusted; "
-                                     f"to allow it, run: {allow_command(name, entry.digest)}") from None
+            raise _Refusal("denied", TrustPolicy.guest_message(name, entry.digest)) from None
         try:
             with self.progress(f"fetching cap {name}") as progress:
                 path = self.store.fetch(entry.digest, entry.sources, size=entry.size, progress=progress)
@@ -140,7 +139,7 @@ def _guest_blob(plan: Plan, store: BlobStore, trust: TrustPolicy,
         digest, sources, size = plan.guest.digest, plan.guest.sources, plan.guest.size
     else:
         digest, sources = stock.stock_guest()
-        size = None
+        size = stock.stock_guest_size()
     trust.check_guest(digest)
     if store.has(digest):
         return store.blob_path(digest), digest, sources, size

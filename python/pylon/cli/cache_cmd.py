@@ -26,7 +26,7 @@ def status(
 
     the_plan, _label = runtime.load_plan(plan)
     engine = get_engine()
-    guest = the_plan.guest.digest if the_plan.guest else stock.stock_guest_digest()
+    guest = the_plan.guest.digest if the_plan.guest and the_plan.guest.digest else stock.stock_guest_digest()
 
     def line(name: str, digest: str) -> None:
         state = "compiled (cached)" if engine.is_cached(digest) else "not compiled"
