@@ -23,8 +23,13 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def run_ok(pylon: Pylon, script: Path, *args: str, plan: Path | None = None) -> str:
-    result = pylon.run_script(script, *args, plan=plan)
+def run_ok(pylon: Pylon, script: Path, *args: str, plan: Path | None = None, writable: bool = False) -> str:
+    """Runs ``script``; ``writable`` lets it write its own folder (read-only by default)."""
+    if writable:
+        plan_args = ["--plan", str(plan)] if plan else []
+        result = pylon.composectl("run", *plan_args, "--dir", f"{script.parent}:rw", str(script), *args)
+    else:
+        result = pylon.run_script(script, *args, plan=plan)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -123,14 +128,14 @@ def test_sqlite_file_persists_across_runs_and_to_cpython(pylon: Pylon, tmp_path:
         db = sqlite3.connect("data.db")
         print(db.execute("select k, v from kv order by k").fetchall())
     """)
-    run_ok(pylon, write_script)
-    assert run_ok(pylon, read_script).strip() == "[('a', b'\\x00\\x01'), ('b', None)]"
+    run_ok(pylon, write_script, writable=True)
+    assert run_ok(pylon, read_script, writable=True).strip() == "[('a', b'\\x00\\x01'), ('b', None)]"
     native = sqlite3.connect(tmp_path / "data.db")
     assert native.execute("select k, v from kv order by k").fetchall() == [("a", b"\x00\x01"), ("b", None)]
     native.execute("insert into kv values ('c', 3)")
     native.commit()
     native.close()
-    assert "('c', 3)" in run_ok(pylon, read_script)
+    assert "('c', 3)" in run_ok(pylon, read_script, writable=True)
 
 
 def test_sqlite_errors_are_dbapi_exceptions_and_lose_nothing(pylon: Pylon, tmp_path: Path) -> None:
@@ -157,7 +162,7 @@ def test_sqlite_errors_are_dbapi_exceptions_and_lose_nothing(pylon: Pylon, tmp_p
         attempt("closed", lambda: db.execute("select 1"))
         attempt("closedcursor", lambda: cur.execute("select 1"))
     """)
-    lines = run_ok(pylon, script).splitlines()
+    lines = run_ok(pylon, script, writable=True).splitlines()
     assert lines[:4] == ["syntax OperationalError", "constraint IntegrityError", "notnull IntegrityError",
                          "bindtype ProgrammingError"]
     assert lines[4] == "[('kept',)]"
@@ -177,7 +182,7 @@ def test_zstd_frames_interoperate_with_the_zstandard_package(pylon: Pylon, tmp_p
         open("guest.zst", "wb").write(zstd.compress(plain, 9))
         print(zstd.decompress(open("native.zst", "rb").read()) == plain)
     """)
-    assert run_ok(pylon, script).strip() == "True"
+    assert run_ok(pylon, script, writable=True).strip() == "True"
     assert zstandard.ZstdDecompressor().decompress((tmp_path / "guest.zst").read_bytes(),
                                                    max_output_size=len(data)) == data
 
@@ -195,7 +200,7 @@ def test_zstd_rejects_corrupt_frames_and_bombs(pylon: Pylon, tmp_path: Path) -> 
         except zstd.ZstdError as e:
             print(type(e).__name__)
     """)
-    assert run_ok(pylon, script).split() == ["CorruptFrameError", "OutputTooLargeError"]
+    assert run_ok(pylon, script, writable=True).split() == ["CorruptFrameError", "OutputTooLargeError"]
 
 
 # -- lean and fat builds --------------------------------------------------------

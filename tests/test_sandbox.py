@@ -22,6 +22,7 @@ from conftest import REPO, Pylon
 
 MIB = 1 << 20
 CRC_123456789 = "0xe3069283"
+CRC_CODE = "import pylon.caps.crc32c as c; print(hex(c.crc32c(b'123456789')))"
 
 
 def write(path: Path, text: str) -> Path:
@@ -141,7 +142,7 @@ def _crc_artifact(p: Pylon) -> Path:
 def test_tampered_artifact_is_rebuilt_not_run(private_cache: Pylon) -> None:
     """Old main deserialized compiled/<digest>-<key>.cwasm with deserialize_file and
     never checked it: bytes written there ran as native code."""
-    code = "from pylon import dynlink; print(hex(dynlink.load('crc32c').call('crc32c', b'123456789')))"
+    code = CRC_CODE
     first = private_cache.run_code(code)
     assert first.returncode == 0 and first.stdout.strip() == CRC_123456789, first.stderr
     artifact = _crc_artifact(private_cache)
@@ -157,8 +158,8 @@ def test_tampered_artifact_is_rebuilt_not_run(private_cache: Pylon) -> None:
 def test_foreign_artifact_under_a_trusted_name_is_rejected(private_cache: Pylon) -> None:
     """Old main: renaming cborcalc's artifact to crc32c's key ran cborcalc's code as the
     trusted name crc32c. The tag covers the key, so that no longer verifies."""
-    code = "from pylon import dynlink; print(hex(dynlink.load('crc32c').call('crc32c', b'123456789')))"
-    warm = private_cache.run_code(code + "; dynlink.load('cborcalc')")
+    code = CRC_CODE
+    warm = private_cache.run_code(code + "; from pylon import dynlink; dynlink.load('cborcalc')")
     assert warm.returncode == 0, warm.stderr
     plan = json.loads(private_cache.default_plan.read_text())
     cbor_hex = plan["caps"]["cborcalc"]["digest"].split(":")[1]
@@ -173,7 +174,7 @@ def test_forged_artifact_without_the_key_is_rejected(private_cache: Pylon, tmp_p
     """A valid wasmtime artifact made elsewhere (no per-install key) is not loaded."""
     from pylon import _engine
 
-    code = "from pylon import dynlink; print(hex(dynlink.load('crc32c').call('crc32c', b'123456789')))"
+    code = CRC_CODE
     assert private_cache.run_code(code).returncode == 0
     artifact = _crc_artifact(private_cache)
     # The same file, re-signed under another key: a well-formed forgery.
@@ -222,7 +223,7 @@ def test_engine_refuses_a_blob_swapped_after_verification(pylon: Pylon, tmp_path
     engine = _engine.Engine(str(tmp_path / "cache"))
     spec = _engine.ProviderSpec(name="crc32c", path=str(swapped), digest=crc, memory_bytes=64 * MIB,
                                 timeout_ms=1000, max_payload_bytes=MIB)
-    with pytest.raises(Exception, match="does not match its digest"):
+    with pytest.raises(DigestMismatch, match="digest mismatch"):
         engine.load_provider(spec)
     with pytest.raises(DigestMismatch):
         engine.precompile(str(swapped), crc)
@@ -384,10 +385,11 @@ def test_reply_over_the_payload_limit_is_refused(pylon: Pylon, tmp_path: Path) -
     (tmp_path / "frame.zst").write_bytes(frame)
     plan = _plan_with(pylon, tmp_path, lambda d: d["caps"]["zstd"].update(limits={"max-payload-mb": 1}))
     code = textwrap.dedent(f"""
+        import cbor2
         from pylon import dynlink
         frame = open({str(tmp_path / 'frame.zst')!r}, 'rb').read()
         try:
-            dynlink.load('zstd').invoke('decompress', frame)
+            dynlink.load('zstd').invoke('decompress', cbor2.dumps([frame, 100 << 20]))
         except dynlink.CapLimitExceeded as e:
             print('CapLimitExceeded', e)
     """)

@@ -18,7 +18,6 @@ worker thread is left behind (``composectl`` then exits the process).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,32 +41,34 @@ def run_stoppable(call: Callable[[Interrupt], int], *, timeout_s: float | None,
     """
     interrupt = interrupt or Interrupt()
     box: dict[str, Any] = {}
+    # An Event, not Thread.join()/is_alive(): on Python 3.11 a join interrupted
+    # by Ctrl-C can leave the thread looking stopped while it still runs.
+    done = threading.Event()
 
     def work() -> None:
         try:
             box["status"] = call(interrupt)
         except BaseException as exc:  # handed to the waiting thread
             box["error"] = exc
+        finally:
+            done.set()
 
     worker = threading.Thread(target=work, name="pylon-guest", daemon=True)
-    started = time.monotonic()
     worker.start()
-    hard_deadline = None if timeout_s is None else started + timeout_s + GRACE_S
     try:
-        while worker.is_alive():
-            worker.join(0.05)  # short waits: Ctrl-C is delivered to this thread
-            if hard_deadline is not None and worker.is_alive() and time.monotonic() > hard_deadline:
+        # Short waits: Ctrl-C is delivered to this thread between them.
+        while not done.wait(0.05):
+            running = interrupt.running_for()
+            if timeout_s is not None and running is not None and running > timeout_s + GRACE_S:
                 interrupt.set()
-                seconds = time.monotonic() - started
-                raise GuestTimeout(f"the guest timed out after {seconds:.2f} s (blocked in a host call)",
-                                   seconds=seconds, abandoned=True)
+                raise GuestTimeout(f"the guest timed out after {running:.2f} s (blocked in a host call)",
+                                   seconds=running, abandoned=True)
     except KeyboardInterrupt:
         interrupt.set()
-        worker.join(GRACE_S)
-        if worker.is_alive():
-            seconds = time.monotonic() - started
-            raise GuestInterrupted(f"the guest was interrupted after {seconds:.2f} s (blocked in a host call)",
-                                   seconds=seconds, abandoned=True) from None
+        if not done.wait(GRACE_S):
+            running = interrupt.running_for() or 0.0
+            raise GuestInterrupted(f"the guest was interrupted after {running:.2f} s (blocked in a host call)",
+                                   seconds=running, abandoned=True) from None
     if "error" in box:
         raise box["error"]
     return int(box["status"])
