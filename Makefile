@@ -3,11 +3,11 @@
 # clone, ~/.cache/pylon by default (PYLON_CACHE_DIR overrides).
 RUN := scripts/in-venv
 
-.PHONY: help install setup demo test bench lint clean-cache
+.PHONY: help install setup demo test test-engine bench lint clean-cache
 
 help:
 	@echo "make demo    build everything and run the examples (first run: ~15 min, mostly compiling wasmtime)"
-	@echo "make test    build everything and run the test suite"
+	@echo "make test    build everything and run the test suite (engine unit tests, then pytest)"
 	@echo "make bench   run the benchmarks (prints ratios)"
 	@echo "make lint    cargo fmt/clippy"
 
@@ -20,11 +20,17 @@ setup: install
 demo: setup
 	$(RUN) bash examples/demo.sh
 
-test: setup
+test: setup test-engine
 	$(RUN) python -m pytest -q
+
+# The engine's own unit tests (compile cache, limiter), on real wasmtime.
+test-engine: install
+	cd engine && CARGO_TARGET_DIR="$${PYLON_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/pylon}/cargo-target" \
+		RUST_BACKTRACE= cargo test --quiet
 
 bench: setup
 	$(RUN) python benchmarks/run_all.py
 
 lint: install
-	cd engine && cargo fmt --check && cargo clippy --release -- -D warnings
+	cd engine && CARGO_TARGET_DIR="$${PYLON_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/pylon}/cargo-target" \
+		cargo fmt --check && cargo clippy --release -- -D warnings

@@ -129,7 +129,9 @@ pub fn read_verified(path: &Path, digest: &str) -> Result<(Vec<u8>, String)> {
 
 fn digest_hex(digest: &str) -> Result<&str> {
     match digest.strip_prefix("sha256:") {
-        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+        Some(hex)
+            if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
             Ok(hex)
         }
         _ => bail!("not a digest: {digest:?} (expected sha256: and 64 lowercase hex digits)"),
@@ -414,7 +416,10 @@ fn check_owned(path: &Path, meta: &std::fs::Metadata, forbidden: u32, what: &str
     }
     let mode = meta.permissions().mode() & 0o7777;
     if mode & forbidden != 0 {
-        bail!("refusing to use {}: it is {what} (mode {mode:o})", path.display());
+        bail!(
+            "refusing to use {}: it is {what} (mode {mode:o})",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -425,7 +430,11 @@ fn check_owned(path: &Path, meta: &std::fs::Metadata, forbidden: u32, what: &str
 fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
     let dir = path.parent().expect("the key lives in the cache folder");
     for _ in 0..2 {
-        match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
+        match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
             Ok(mut f) => {
                 let meta = f.metadata()?;
                 check_owned(path, &meta, 0o077, "readable or writable by other users")?;
@@ -435,14 +444,18 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
                     .and_then(|_| f.read_to_end(&mut rest))
                     .with_context(|| format!("cannot read {}", path.display()))?;
                 if !rest.is_empty() {
-                    bail!("refusing to use {}: it is not a Pylon artifact key", path.display());
+                    bail!(
+                        "refusing to use {}: it is not a Pylon artifact key",
+                        path.display()
+                    );
                 }
                 return Ok(key);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
-                getrandom::fill(&mut key)
-                    .map_err(|e| wasmtime::format_err!("no randomness for the artifact key: {e}"))?;
+                getrandom::fill(&mut key).map_err(|e| {
+                    wasmtime::format_err!("no randomness for the artifact key: {e}")
+                })?;
                 let tmp = tempfile::Builder::new()
                     .prefix(".tmp-key-")
                     .permissions(std::fs::Permissions::from_mode(0o600))
@@ -500,7 +513,10 @@ mod tests {
         let (path, digest) = blob(tmp.path());
         let e = engine();
         let cache = CompileCache::new(&e, Some(cache_dir.clone())).unwrap();
-        assert_eq!(cache.module(&e, &path, &digest).unwrap().1, Origin::Compiled);
+        assert_eq!(
+            cache.module(&e, &path, &digest).unwrap().1,
+            Origin::Compiled
+        );
         let cache = CompileCache::new(&e, Some(cache_dir.clone())).unwrap();
         assert_eq!(cache.module(&e, &path, &digest).unwrap().1, Origin::Disk);
 
@@ -515,7 +531,10 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&artifact, &bytes).unwrap();
         let cache = CompileCache::new(&e, Some(cache_dir.clone())).unwrap();
-        assert_eq!(cache.module(&e, &path, &digest).unwrap().1, Origin::Compiled);
+        assert_eq!(
+            cache.module(&e, &path, &digest).unwrap().1,
+            Origin::Compiled
+        );
     }
 
     #[test]

@@ -47,7 +47,10 @@ pub fn engine_error(err: wasmtime::Error) -> PyErr {
                 bad.found.clone(),
                 bad.path.display().to_string(),
             );
-            if let Ok(cls) = py.import("pylon.errors").and_then(|m| m.getattr("DigestMismatch")) {
+            if let Ok(cls) = py
+                .import("pylon.errors")
+                .and_then(|m| m.getattr("DigestMismatch"))
+            {
                 if let Ok(instance) = cls.call1(args) {
                     return PyErr::from_value(instance);
                 }

@@ -105,7 +105,11 @@ pub fn stop_on<T: 'static>(store: &mut Store<T>, control: Arc<RunControl>) {
 
 /// An instantiation that failed because the memory limit refused the
 /// module's initial memory gets a message that says so.
-pub fn explain_start_failure(err: wasmtime::Error, limiter: &Limiter, limit: u64) -> wasmtime::Error {
+pub fn explain_start_failure(
+    err: wasmtime::Error,
+    limiter: &Limiter,
+    limit: u64,
+) -> wasmtime::Error {
     if limiter.hit.is_some() {
         return err.context(format!(
             "the memory limit of {} MiB is too small for it to start",
@@ -145,7 +149,13 @@ pub fn run_guest(
     let mut context = run.run;
     context.control = Some(control.clone());
     let limiter = Limiter::new(run.limits.memory_bytes, None);
-    let state = GuestState::new(wasi.build(), limiter, shared.clone(), linkers.clone(), context);
+    let state = GuestState::new(
+        wasi.build(),
+        limiter,
+        shared.clone(),
+        linkers.clone(),
+        context,
+    );
     let mut store = Store::new(&shared.engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_hostcall_fuel(usize::MAX);
@@ -168,7 +178,11 @@ pub fn run_guest(
             &mut store, &run_index,
         )
         .context("the guest's entry has the wrong signature")?;
-    finish(func.call(&mut store, (run.argv, run.env, run.cwd)).map(|(code,)| code), &control)
+    finish(
+        func.call(&mut store, (run.argv, run.env, run.cwd))
+            .map(|(code,)| code),
+        &control,
+    )
 }
 
 /// The exit status of a finished run: its own, an `exit(n)`, or the error

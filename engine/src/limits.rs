@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Result, ResourceLimiter};
+use wasmtime::{ResourceLimiter, Result};
 
 /// What a table element is charged, in bytes (a funcref is one pointer).
 const TABLE_ELEMENT_BYTES: usize = 8;
@@ -391,7 +391,10 @@ mod tests {
         assert!(c.check().is_ok());
         signal.request_stop();
         let err = c.check().unwrap_err();
-        assert_eq!(err.downcast_ref::<Stopped>().unwrap().why, Stop::Interrupted);
+        assert_eq!(
+            err.downcast_ref::<Stopped>().unwrap().why,
+            Stop::Interrupted
+        );
         let c = RunControl::start(Some(Duration::ZERO), None);
         let err = c.check().unwrap_err();
         assert_eq!(err.downcast_ref::<Stopped>().unwrap().why, Stop::TimedOut);

@@ -160,12 +160,15 @@ impl Host for GuestState {
             slot,
             Some(self.control.clone()),
         ) {
-            Ok(live) => Ok(self.table.push(live).map_err(|e| {
-                DynError::LimitExceeded(format!("too many live cap instances: {e}"))
-            })),
+            Ok(live) => Ok(self
+                .table
+                .push(live)
+                .map_err(|e| DynError::LimitExceeded(format!("too many live cap instances: {e}")))),
             Err(e) => {
                 // The guest learns what failed; paths and causes go to the host.
-                self.report(format!("cap '{name}' ({digest}) could not be loaded: {e:#}"));
+                self.report(format!(
+                    "cap '{name}' ({digest}) could not be loaded: {e:#}"
+                ));
                 Ok(Err(DynError::Trapped(format!(
                     "cap '{name}' ({digest}) could not be loaded: {e}"
                 ))))
@@ -183,7 +186,9 @@ impl HostInstance for GuestState {
     ) -> Result<Result<Vec<u8>, DynError>> {
         match self.table.get_mut(&this) {
             Ok(live) => live.invoke(&method, &payload),
-            Err(e) => Ok(Err(DynError::NotFound(format!("stale instance handle: {e}")))),
+            Err(e) => Ok(Err(DynError::NotFound(format!(
+                "stale instance handle: {e}"
+            )))),
         }
     }
 

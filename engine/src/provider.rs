@@ -166,7 +166,9 @@ impl ProviderLinkers {
 const WASI_POLL: &str = "wasi:io/poll@0.2.12";
 
 fn blocking() -> wasmtime::Error {
-    format_err!("caps may not block in the host (wasi:io/poll): the call's time limit could not hold")
+    format_err!(
+        "caps may not block in the host (wasi:io/poll): the call's time limit could not hold"
+    )
 }
 
 /// A resolved, instantiated provider: the `instance` resource's host side.
@@ -233,7 +235,8 @@ impl LiveProvider {
             Ok(UpdateDeadline::Continue(1))
         });
         store.set_epoch_deadline(1);
-        store.data_mut().call_deadline = Some(Instant::now() + Duration::from_millis(spec.timeout_ms));
+        store.data_mut().call_deadline =
+            Some(Instant::now() + Duration::from_millis(spec.timeout_ms));
         let linker = if spec.wasi {
             &linkers.wasi
         } else {
@@ -286,8 +289,15 @@ impl LiveProvider {
             || method.len() > MAX_METHOD_LEN
             || !method.bytes().all(|b| b.is_ascii_graphic())
         {
+            // Echo at most the start of it: the name is the caller's, its size too.
+            let shown: String = method.chars().take(MAX_METHOD_LEN).collect();
+            let more = if shown.len() < method.len() {
+                "..."
+            } else {
+                ""
+            };
             return Ok(Err(DynError::BadMethod(format!(
-                "method names are 1-{MAX_METHOD_LEN} printable ASCII characters, got {method:?}"
+                "method names are 1-{MAX_METHOD_LEN} printable ASCII characters, got {shown:?}{more}"
             ))));
         }
         let limit = self.spec.max_payload_bytes;
@@ -300,17 +310,19 @@ impl LiveProvider {
         let data = self.store.data_mut();
         data.limiter.reset_hit();
         data.call_deadline = Some(Instant::now() + Duration::from_millis(self.spec.timeout_ms));
-        let result = self
-            .cap
-            .compose_dynlink_provider()
-            .call_invoke(&mut self.store, method, payload);
+        let result =
+            self.cap
+                .compose_dynlink_provider()
+                .call_invoke(&mut self.store, method, payload);
         self.store.data_mut().call_deadline = None;
         match result {
-            Ok(Ok(reply)) if reply.len() as u64 > limit => Ok(Err(DynError::LimitExceeded(format!(
-                "reply of {} bytes exceeds cap '{}''s limit of {limit} bytes",
-                reply.len(),
-                self.spec.name
-            )))),
+            Ok(Ok(reply)) if reply.len() as u64 > limit => {
+                Ok(Err(DynError::LimitExceeded(format!(
+                    "reply of {} bytes exceeds cap '{}''s limit of {limit} bytes",
+                    reply.len(),
+                    self.spec.name
+                ))))
+            }
             Ok(Ok(reply)) => Ok(Ok(reply)),
             Ok(Err(e)) => Ok(Err(e.into())),
             Err(err) if err.is::<Stopped>() => {
@@ -349,9 +361,11 @@ impl LiveProvider {
                 self.spec.timeout_ms
             ));
         }
+        // One line for the guest: the trap or the root cause, without the
+        // wasm backtrace wasmtime attaches as context.
         let detail = match err.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
-            None => format!("{err:#}"),
+            None => err.root_cause().to_string(),
         };
         DynError::Trapped(format!("cap '{name}' trapped: {detail}"))
     }
@@ -370,7 +384,9 @@ fn shim_section(bytes: &[u8]) -> Result<Option<String>> {
             {
                 let data = section.data();
                 if data.len() > MAX_SHIM_BYTES {
-                    return Err(format_err!("the shim is larger than {MAX_SHIM_BYTES} bytes"));
+                    return Err(format_err!(
+                        "the shim is larger than {MAX_SHIM_BYTES} bytes"
+                    ));
                 }
                 return Ok(Some(String::from_utf8(data.to_vec())?));
             }
