@@ -12,10 +12,12 @@
 //!   code. Every artifact this cache writes carries a keyed BLAKE3 tag over
 //!   its cache key and its bytes, under a per-install secret (`artifact.key`,
 //!   `0600`, beside the artifacts, in a `0700` folder no guest may open). On
-//!   load the file is read into memory, the tag checked, and the checked
-//!   bytes deserialized ([`Component::deserialize`], never
-//!   `deserialize_file`, which maps the file and would run whatever it holds
-//!   later). A file that fails is deleted and rebuilt from the verified blob.
+//!   load the file's code is copied into memory that can no longer change
+//!   (a sealed memfd, [`crate::sealed`]; else a private buffer), the tag is
+//!   checked on those bytes, and wasmtime loads exactly them. The artifact
+//!   *file* is never handed to wasmtime: `deserialize_file` maps it and would
+//!   run whatever it holds later. A file that fails is deleted and rebuilt
+//!   from the verified blob.
 //!
 //! Keys are `<blob sha256 hex>-<engine key>`, where the engine key is the
 //! sha256 of wasmtime's compatibility hash and version, so a config change or
@@ -38,6 +40,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
+
+use crate::sealed::SealedBytes;
 use wasmtime::component::Component;
 use wasmtime::error::Context;
 use wasmtime::{bail, Result};
@@ -138,6 +142,23 @@ fn digest_hex(digest: &str) -> Result<&str> {
     }
 }
 
+/// An authenticated artifact's code, in memory that no longer changes.
+pub enum Code {
+    /// In a sealed memfd (Linux).
+    Sealed(SealedBytes),
+    /// In this process's own buffer (where memfds are unavailable).
+    Bytes(Vec<u8>),
+}
+
+impl Code {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Code::Sealed(sealed) => sealed.bytes(),
+            Code::Bytes(bytes) => bytes,
+        }
+    }
+}
+
 /// What kind of artifact: part of the tag, so one cannot pass for the other.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -232,9 +253,16 @@ impl CompileCache {
             digest,
             || read_verified(path, digest),
             |bytes| Component::new(engine, bytes),
-            // SAFETY: `bytes` passed `authentic`: this cache wrote them, from
-            // wasm it verified and compiled with this engine's settings.
-            |bytes| unsafe { Component::deserialize(engine, bytes) },
+            // SAFETY: `code` passed `read_authentic`: this cache wrote it, from
+            // wasm it verified and compiled with this engine's settings, and
+            // it cannot change any more (sealed memory or our own buffer).
+            |code| match code {
+                Code::Sealed(sealed) => {
+                    unsafe { Component::deserialize_file(engine, sealed.proc_path()) }
+                        .or_else(|_| unsafe { Component::deserialize(engine, sealed.bytes()) })
+                }
+                Code::Bytes(bytes) => unsafe { Component::deserialize(engine, bytes) },
+            },
             |c| c.serialize(),
         )
     }
@@ -256,7 +284,13 @@ impl CompileCache {
             || Ok((bytes.to_vec(), digest.to_string())),
             |b| Component::new(engine, b),
             // SAFETY: as in `component`.
-            |b| unsafe { Component::deserialize(engine, b) },
+            |code| match code {
+                Code::Sealed(sealed) => {
+                    unsafe { Component::deserialize_file(engine, sealed.proc_path()) }
+                        .or_else(|_| unsafe { Component::deserialize(engine, sealed.bytes()) })
+                }
+                Code::Bytes(bytes) => unsafe { Component::deserialize(engine, bytes) },
+            },
             |c| c.serialize(),
         )
     }
@@ -273,7 +307,13 @@ impl CompileCache {
             || read_verified(path, digest),
             |bytes| Module::new(engine, bytes),
             // SAFETY: as for components.
-            |bytes| unsafe { Module::deserialize(engine, bytes) },
+            |code| match code {
+                Code::Sealed(sealed) => {
+                    unsafe { Module::deserialize_file(engine, sealed.proc_path()) }
+                        .or_else(|_| unsafe { Module::deserialize(engine, sealed.bytes()) })
+                }
+                Code::Bytes(bytes) => unsafe { Module::deserialize(engine, bytes) },
+            },
             |m| m.serialize(),
         )
     }
@@ -312,7 +352,7 @@ impl CompileCache {
         digest: &str,
         read: impl FnOnce() -> Result<(Vec<u8>, String)>,
         compile: impl FnOnce(&[u8]) -> Result<T>,
-        deserialize: impl FnOnce(&[u8]) -> Result<T>,
+        deserialize: impl FnOnce(&Code) -> Result<T>,
         serialize: impl FnOnce(&T) -> Result<Vec<u8>>,
     ) -> Result<(T, Origin)> {
         // Without a digest the key is only known once the bytes are read.
@@ -329,8 +369,8 @@ impl CompileCache {
         }
         let artifact = self.artifact_path(&key, kind);
         if let (Some(disk), Some(file)) = (&self.disk, &artifact) {
-            if let Some(data) = disk.read_authentic(file, kind, &key) {
-                if let Ok(found) = deserialize(&data[HEADER_LEN..]) {
+            if let Some(code) = disk.read_authentic(file, kind, &key) {
+                if let Ok(found) = deserialize(&code) {
                     memory.lock().unwrap().insert(key, found.clone());
                     return Ok((found, Origin::Disk));
                 }
@@ -358,28 +398,45 @@ impl Disk {
         mac.update(b"\0");
         mac.update(key.as_bytes());
         mac.update(b"\0");
-        mac.update(code);
+        // Both cores: the guest's artifact is ~60 MB and checked on every run.
+        mac.update_rayon(code);
         mac.finalize()
     }
 
-    /// The artifact file's bytes (code from [`HEADER_LEN`] on) if it carries
-    /// a valid tag; otherwise the file is deleted (it will be rebuilt from
-    /// the verified blob) and `None`.
-    fn read_authentic(&self, file: &Path, kind: Kind, key: &str) -> Option<Vec<u8>> {
-        let data = match std::fs::read(file) {
-            Ok(data) => data,
-            Err(_) => return None, // missing (the usual case) or unreadable
+    /// The artifact's code, if the file carries a valid tag for it;
+    /// otherwise the file is deleted (it will be rebuilt from the verified
+    /// blob) and `None`. The code is checked where it will run from: sealed
+    /// memory where the platform has it ([`SealedBytes`]), else a buffer.
+    fn read_authentic(&self, file: &Path, kind: Kind, key: &str) -> Option<Code> {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(file)
+            .ok()?; // missing (the usual case) or unreadable
+        let mut header = [0u8; HEADER_LEN];
+        let code = match f.read_exact(&mut header) {
+            Ok(()) if header.starts_with(MAGIC) => {
+                match SealedBytes::copy_from(&mut f, HEADER_LEN as u64) {
+                    Ok(sealed) => Some(Code::Sealed(sealed)),
+                    Err(_) => {
+                        let mut rest = Vec::new();
+                        f.read_to_end(&mut rest).ok().map(|_| Code::Bytes(rest))
+                    }
+                }
+            }
+            _ => None,
         };
-        let ok = data.len() > HEADER_LEN && data.starts_with(MAGIC) && {
-            let tag = blake3::Hash::from_bytes(data[MAGIC.len()..HEADER_LEN].try_into().unwrap());
-            // blake3::Hash compares in constant time.
-            tag == self.tag(kind, key, &data[HEADER_LEN..])
-        };
-        if !ok {
-            let _ = std::fs::remove_file(file);
-            return None;
+        let tag = blake3::Hash::from_bytes(header[MAGIC.len()..].try_into().unwrap());
+        // blake3::Hash compares in constant time.
+        match code {
+            Some(code) if !code.bytes().is_empty() && tag == self.tag(kind, key, code.bytes()) => {
+                Some(code)
+            }
+            _ => {
+                let _ = std::fs::remove_file(file);
+                None
+            }
         }
-        Some(data)
     }
 
     fn write(&self, file: &Path, kind: Kind, key: &str, code: &[u8]) -> Result<()> {

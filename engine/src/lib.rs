@@ -29,6 +29,7 @@ mod limits;
 mod linker;
 mod provider;
 mod py_api;
+mod sealed;
 
 use pyo3::prelude::*;
 

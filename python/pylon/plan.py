@@ -34,6 +34,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextvars
 import json
 import re
 import sys
@@ -261,7 +262,8 @@ class Plan:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "caps", MappingProxyType(dict(sorted(self.caps.items()))))
-        _validate(self.to_json(), file=None)
+        if not _FROM_VALIDATED_DOC.get():
+            _validate(self.to_json(), file=None)
 
     # -- reading and writing -------------------------------------------------
 
@@ -744,7 +746,21 @@ def _key(part: object) -> str:
     return f"[{json.dumps(text)}]"
 
 
+#: Set while :func:`_from_json` builds a plan from a document that was just
+#: validated: validating the same content again would double every load's cost.
+_FROM_VALIDATED_DOC: contextvars.ContextVar[bool] = contextvars.ContextVar("_FROM_VALIDATED_DOC", default=False)
+
+
 def _from_json(doc: dict[str, Any]) -> Plan:
+    """The plan of ``doc``, which must have passed :func:`_validate`."""
+    token = _FROM_VALIDATED_DOC.set(True)
+    try:
+        return _build(doc)
+    finally:
+        _FROM_VALIDATED_DOC.reset(token)
+
+
+def _build(doc: dict[str, Any]) -> Plan:
     guest = None
     if "guest" in doc:
         raw_guest = doc["guest"]

@@ -1,5 +1,5 @@
 """``python -m pylon.cli`` is ``composectl``."""
 
-from pylon.cli.main import main
+from pylon.cli.entry import main
 
 main()

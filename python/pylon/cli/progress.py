@@ -13,16 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import Any
 
 __all__ = ["fetch_progress"]
 
@@ -30,13 +21,24 @@ __all__ = ["fetch_progress"]
 @contextmanager
 def fetch_progress(description: str = "fetching") -> Iterator[Callable[[int, int | None], None]]:
     """Yields a ``progress(bytes_done, bytes_total_or_None)`` callback drawing a bar on stderr."""
-    bar: Progress | None = None
+    bar: Any = None
     task = None
 
     def update(done: int, total: int | None) -> None:
         nonlocal bar, task
         if bar is None:
-            # Started lazily: most fetches find the blob stored and stream nothing.
+            # Started (and rich.progress imported, ~15 ms) lazily: most fetches
+            # find the blob stored and stream nothing.
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
             bar = Progress(
                 TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                 TransferSpeedColumn(), TimeRemainingColumn(),
