@@ -247,24 +247,9 @@ impl CompileCache {
         path: &Path,
         digest: &str,
     ) -> Result<(Component, Origin)> {
-        self.load(
-            &self.components,
-            Kind::Component,
-            digest,
-            || read_verified(path, digest),
-            |bytes| Component::new(engine, bytes),
-            // SAFETY: `code` passed `read_authentic`: this cache wrote it, from
-            // wasm it verified and compiled with this engine's settings, and
-            // it cannot change any more (sealed memory or our own buffer).
-            |code| match code {
-                Code::Sealed(sealed) => {
-                    unsafe { Component::deserialize_file(engine, sealed.proc_path()) }
-                        .or_else(|_| unsafe { Component::deserialize(engine, sealed.bytes()) })
-                }
-                Code::Bytes(bytes) => unsafe { Component::deserialize(engine, bytes) },
-            },
-            |c| c.serialize(),
-        )
+        self.load(engine, &self.components, digest, || {
+            read_verified(path, digest)
+        })
     }
 
     /// The component of already verified `bytes` named `digest`.
@@ -277,22 +262,9 @@ impl CompileCache {
         bytes: &[u8],
         digest: &str,
     ) -> Result<(Component, Origin)> {
-        self.load(
-            &self.components,
-            Kind::Component,
-            digest,
-            || Ok((bytes.to_vec(), digest.to_string())),
-            |b| Component::new(engine, b),
-            // SAFETY: as in `component`.
-            |code| match code {
-                Code::Sealed(sealed) => {
-                    unsafe { Component::deserialize_file(engine, sealed.proc_path()) }
-                        .or_else(|_| unsafe { Component::deserialize(engine, sealed.bytes()) })
-                }
-                Code::Bytes(bytes) => unsafe { Component::deserialize(engine, bytes) },
-            },
-            |c| c.serialize(),
-        )
+        self.load(engine, &self.components, digest, || {
+            Ok((bytes.to_vec(), digest.to_string()))
+        })
     }
 
     /// A core module, as [`CompileCache::component`] does for components.
@@ -300,22 +272,9 @@ impl CompileCache {
     /// # Errors
     /// As for [`CompileCache::component`].
     pub fn module(&self, engine: &Engine, path: &Path, digest: &str) -> Result<(Module, Origin)> {
-        self.load(
-            &self.modules,
-            Kind::Module,
-            digest,
-            || read_verified(path, digest),
-            |bytes| Module::new(engine, bytes),
-            // SAFETY: as for components.
-            |code| match code {
-                Code::Sealed(sealed) => {
-                    unsafe { Module::deserialize_file(engine, sealed.proc_path()) }
-                        .or_else(|_| unsafe { Module::deserialize(engine, sealed.bytes()) })
-                }
-                Code::Bytes(bytes) => unsafe { Module::deserialize(engine, bytes) },
-            },
-            |m| m.serialize(),
-        )
+        self.load(engine, &self.modules, digest, || {
+            read_verified(path, digest)
+        })
     }
 
     /// Whether `digest` is compiled already (in memory, or an artifact file
@@ -344,16 +303,12 @@ impl CompileCache {
             .map(|d| d.dir.join(format!("{key}.{}", kind.ext())))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn load<T: Clone>(
+    fn load<T: Compiled>(
         &self,
+        engine: &Engine,
         memory: &Mutex<HashMap<String, T>>,
-        kind: Kind,
         digest: &str,
         read: impl FnOnce() -> Result<(Vec<u8>, String)>,
-        compile: impl FnOnce(&[u8]) -> Result<T>,
-        deserialize: impl FnOnce(&Code) -> Result<T>,
-        serialize: impl FnOnce(&T) -> Result<Vec<u8>>,
     ) -> Result<(T, Origin)> {
         // Without a digest the key is only known once the bytes are read.
         let mut read = Some(read);
@@ -367,10 +322,10 @@ impl CompileCache {
         if let Some(found) = memory.lock().unwrap().get(&key) {
             return Ok((found.clone(), Origin::Memory));
         }
-        let artifact = self.artifact_path(&key, kind);
+        let artifact = self.artifact_path(&key, T::KIND);
         if let (Some(disk), Some(file)) = (&self.disk, &artifact) {
-            if let Some(code) = disk.read_authentic(file, kind, &key) {
-                if let Ok(found) = deserialize(&code) {
+            if let Some(code) = disk.read_authentic(file, T::KIND, &key) {
+                if let Ok(found) = load_code::<T>(engine, &code) {
                     memory.lock().unwrap().insert(key, found.clone());
                     return Ok((found, Origin::Disk));
                 }
@@ -381,12 +336,78 @@ impl CompileCache {
             (None, Some(read)) => read()?.0,
             (None, None) => unreachable!("the bytes were read above"),
         };
-        let compiled = compile(&bytes).context("cannot compile")?;
+        let compiled = T::compile(engine, &bytes).context("cannot compile")?;
         if let (Some(disk), Some(file)) = (&self.disk, &artifact) {
-            disk.write(file, kind, &key, &serialize(&compiled)?)?;
+            disk.write(file, T::KIND, &key, &compiled.serialize()?)?;
         }
         memory.lock().unwrap().insert(key, compiled.clone());
         Ok((compiled, Origin::Compiled))
+    }
+}
+
+/// What the cache holds: compiled from wasm, written out, loaded back.
+trait Compiled: Clone {
+    const KIND: Kind;
+    fn compile(engine: &Engine, wasm: &[u8]) -> Result<Self>;
+    fn serialize(&self) -> Result<Vec<u8>>;
+    /// # Safety
+    /// `code` must be an artifact this engine serialized (wasmtime checks
+    /// only its header; anything else is arbitrary native code).
+    unsafe fn deserialize(engine: &Engine, code: &[u8]) -> Result<Self>;
+    /// # Safety
+    /// As for `deserialize`, and the file must never change while in use.
+    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> Result<Self>;
+}
+
+impl Compiled for Component {
+    const KIND: Kind = Kind::Component;
+    fn compile(engine: &Engine, wasm: &[u8]) -> Result<Self> {
+        Component::new(engine, wasm)
+    }
+    fn serialize(&self) -> Result<Vec<u8>> {
+        Component::serialize(self)
+    }
+    unsafe fn deserialize(engine: &Engine, code: &[u8]) -> Result<Self> {
+        // SAFETY: the caller's contract.
+        unsafe { Component::deserialize(engine, code) }
+    }
+    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> Result<Self> {
+        // SAFETY: the caller's contract.
+        unsafe { Component::deserialize_file(engine, path) }
+    }
+}
+
+impl Compiled for Module {
+    const KIND: Kind = Kind::Module;
+    fn compile(engine: &Engine, wasm: &[u8]) -> Result<Self> {
+        Module::new(engine, wasm)
+    }
+    fn serialize(&self) -> Result<Vec<u8>> {
+        Module::serialize(self)
+    }
+    unsafe fn deserialize(engine: &Engine, code: &[u8]) -> Result<Self> {
+        // SAFETY: the caller's contract.
+        unsafe { Module::deserialize(engine, code) }
+    }
+    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> Result<Self> {
+        // SAFETY: the caller's contract.
+        unsafe { Module::deserialize_file(engine, path) }
+    }
+}
+
+/// Loads authenticated `code`.
+fn load_code<T: Compiled>(engine: &Engine, code: &Code) -> Result<T> {
+    // SAFETY: `code` passed `Disk::read_authentic`: this cache wrote it, from
+    // wasm it verified and compiled with this engine's settings, and it can
+    // no longer change: a sealed memfd (mapped by wasmtime through its
+    // /proc/self/fd path, which names that same sealed file, never the
+    // artifact file) or this process's own buffer.
+    unsafe {
+        match code {
+            Code::Sealed(sealed) => T::deserialize_file(engine, &sealed.proc_path())
+                .or_else(|_| T::deserialize(engine, sealed.bytes())),
+            Code::Bytes(bytes) => T::deserialize(engine, bytes),
+        }
     }
 }
 
