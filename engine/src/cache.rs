@@ -34,7 +34,7 @@
 use std::collections::HashMap;
 use std::fs::{DirBuilder, OpenOptions};
 use std::hash::Hasher;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -53,6 +53,9 @@ const MAGIC: &[u8; 8] = b"PYLNART1";
 const TAG_LEN: usize = 32;
 /// Where the serialized code starts in an artifact file.
 const HEADER_LEN: usize = MAGIC.len() + TAG_LEN;
+/// Artifacts from this size on are checked in sealed memory ([`SealedBytes`]);
+/// smaller ones are simply read into a buffer (cap artifacts are tens of KiB).
+const SEAL_FROM_BYTES: usize = 4 << 20;
 /// Name of the per-install secret inside the cache folder.
 const KEY_FILE: &str = "artifact.key";
 
@@ -435,13 +438,20 @@ impl Disk {
             .open(file)
             .ok()?; // missing (the usual case) or unreadable
         let mut header = [0u8; HEADER_LEN];
+        let big = f
+            .metadata()
+            .is_ok_and(|m| m.len() >= SEAL_FROM_BYTES as u64);
         let code = match f.read_exact(&mut header) {
             Ok(()) if header.starts_with(MAGIC) => {
-                match SealedBytes::copy_from(&mut f, HEADER_LEN as u64) {
-                    Ok(sealed) => Some(Code::Sealed(sealed)),
-                    Err(_) => {
+                // A small artifact is cheaper to copy than to seal.
+                match big.then(|| SealedBytes::copy_from(&mut f, HEADER_LEN as u64)) {
+                    Some(Ok(sealed)) => Some(Code::Sealed(sealed)),
+                    _ => {
                         let mut rest = Vec::new();
-                        f.read_to_end(&mut rest).ok().map(|_| Code::Bytes(rest))
+                        f.seek(std::io::SeekFrom::Start(HEADER_LEN as u64))
+                            .and_then(|_| f.read_to_end(&mut rest))
+                            .ok()
+                            .map(|_| Code::Bytes(rest))
                     }
                 }
             }
@@ -609,6 +619,42 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&artifact, &bytes).unwrap();
         let cache = CompileCache::new(&e, Some(cache_dir.clone())).unwrap();
+        assert_eq!(
+            cache.module(&e, &path, &digest).unwrap().1,
+            Origin::Compiled
+        );
+    }
+
+    #[test]
+    fn a_big_artifact_is_checked_in_sealed_memory_and_tampering_recompiles() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache_dir = tmp.path().join("compiled");
+        // A data segment makes the artifact larger than SEAL_FROM_BYTES.
+        let data = "\\01".repeat(SEAL_FROM_BYTES + 4096);
+        let wat = format!("(module (memory 128) (data (i32.const 0) \"{data}\"))");
+        let wasm = wat::parse_str(&wat).unwrap();
+        let path = tmp.path().join("big.wasm");
+        std::fs::write(&path, &wasm).unwrap();
+        let digest = sha256_digest(&wasm);
+        let e = engine();
+        let cache = CompileCache::new(&e, Some(cache_dir.clone())).unwrap();
+        assert_eq!(
+            cache.module(&e, &path, &digest).unwrap().1,
+            Origin::Compiled
+        );
+        let artifact = std::fs::read_dir(&cache_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "cmod"))
+            .unwrap();
+        assert!(std::fs::metadata(&artifact).unwrap().len() >= SEAL_FROM_BYTES as u64);
+        let cache = CompileCache::new(&e, Some(cache_dir.clone())).unwrap();
+        assert_eq!(cache.module(&e, &path, &digest).unwrap().1, Origin::Disk);
+        let mut bytes = std::fs::read(&artifact).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
+        std::fs::write(&artifact, &bytes).unwrap();
+        let cache = CompileCache::new(&e, Some(cache_dir)).unwrap();
         assert_eq!(
             cache.module(&e, &path, &digest).unwrap().1,
             Origin::Compiled
