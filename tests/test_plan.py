@@ -364,3 +364,63 @@ def test_any_valid_plan_round_trips(caps: dict[str, CapEntry], guest: GuestRef |
     text = plan.dumps()
     assert loads(text) == plan
     assert loads(text).dumps() == text
+
+
+# -- the authenticated record of validated plans ----------------------------------
+
+def test_validated_record_cannot_be_forged_by_writing_the_cache(tmp_path: Path) -> None:
+    """Old main remembered a valid plan by sha256(schema + document): anyone who could
+    write the cache could make an out-of-range plan pass. Records are now HMACs under
+    a per-install key."""
+    import hashlib
+    import json as _json
+
+    from pylon.plan import SCHEMA_PATH
+    from pylon.validated import Memo
+
+    memo = Memo(SCHEMA_PATH.read_bytes(), folder=tmp_path / "validated")
+    bad = {"pylon-plan": 1, "caps": {"crc32c": {"digest": D1, "sources": [], "limits": {"memory-mb": 999999}}}}
+    canonical = _json.dumps(bad, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    (tmp_path / "validated").mkdir(exist_ok=True, mode=0o700)
+    # What an attacker can compute: the old memo's name, and a sha256 of anything.
+    (tmp_path / "validated" / hashlib.sha256(SCHEMA_PATH.read_bytes() + b"\0" + canonical.encode()).hexdigest()).touch()
+    (tmp_path / "validated" / hashlib.sha256(canonical.encode()).hexdigest()).touch()
+    assert not memo.knows(bad)
+    good = {"pylon-plan": 1, "caps": {}}
+    memo.remember(good)
+    assert memo.knows(good) and not memo.knows(bad)
+    assert (tmp_path / "validated" / "key").stat().st_mode & 0o777 == 0o600
+    # Another install (another key) does not recognise this one's records.
+    other = tmp_path / "other"
+    other.mkdir(mode=0o700)
+    for record in (tmp_path / "validated").iterdir():
+        if record.name != "key":
+            (other / record.name).touch()
+    assert not Memo(SCHEMA_PATH.read_bytes(), folder=other).knows(good)
+
+
+def test_an_unsafe_key_means_full_validation(tmp_path: Path) -> None:
+    from pylon.plan import SCHEMA_PATH
+    from pylon.validated import Memo
+
+    folder = tmp_path / "validated"
+    memo = Memo(SCHEMA_PATH.read_bytes(), folder=folder)
+    good = {"pylon-plan": 1, "caps": {}}
+    memo.remember(good)
+    (folder / "key").chmod(0o644)
+    assert not Memo(SCHEMA_PATH.read_bytes(), folder=folder).knows(good)
+
+
+def test_a_known_plan_loads_without_the_validators(tmp_path: Path) -> None:
+    import subprocess
+    import sys as _sys
+
+    plan = tmp_path / "p.json"
+    plan.write_text('{"pylon-plan": 1, "caps": {}}\n')
+    code = ("import sys; from pylon.plan import Plan; Plan.load(sys.argv[1]); "
+            "print('fastjsonschema' in sys.modules, 'jsonschema' in sys.modules)")
+    env = {**__import__("os").environ, "PYLON_CACHE_DIR": str(tmp_path / "cache")}
+    first = subprocess.run([_sys.executable, "-c", code, str(plan)], env=env, capture_output=True, text=True)
+    second = subprocess.run([_sys.executable, "-c", code, str(plan)], env=env, capture_output=True, text=True)
+    assert first.stdout.split() == ["True", "False"], first.stderr
+    assert second.stdout.split() == ["False", "False"], second.stderr

@@ -526,9 +526,12 @@ def _long_number(text: str) -> str:
 def _validate(doc: Any, *, file: str | None) -> None:
     """Raises PlanError for the first (shallowest) problem in ``doc``.
 
-    Every document is checked in full, every time. The compiled validator
-    (fastjsonschema) answers valid documents in microseconds; only when it
-    rejects one does jsonschema run, to explain the shallowest problem.
+    A document this install validated before is recognised by an
+    authenticated record (:mod:`pylon.validated`: an HMAC under a
+    per-install key, which writing to the cache cannot forge); any other is
+    checked in full. The compiled validator (fastjsonschema) answers valid
+    documents in microseconds; only when it rejects one does jsonschema run,
+    to explain the shallowest problem.
 
     The first Plan.load of a 5-cap plan in a fresh process, lazy imports
     included (5 runs, one machine): with the validated-plans memo this
@@ -545,8 +548,12 @@ def _validate(doc: Any, *, file: str | None) -> None:
         raise PlanError(
             f"unsupported plan version {_json_text(version)}: this Pylon reads version {PLAN_VERSION}",
             path="$.pylon-plan", file=file)
+    memo = _memo()
+    if memo.knows(doc):
+        return
     rejected = _fast_check(doc)
     if rejected is None:
+        memo.remember(doc)
         return
     errors = list(_validator().iter_errors(doc))
     if not errors:
@@ -616,6 +623,13 @@ def _fast_schema() -> dict[str, Any]:
     converted["$schema"] = "http://json-schema.org/draft-07/schema#"
     del converted["properties"]["pylon-plan"]["const"]
     return converted
+
+
+@cache
+def _memo() -> Any:
+    from pylon.validated import Memo
+
+    return Memo(SCHEMA_PATH.read_bytes())
 
 
 @cache
