@@ -44,7 +44,7 @@ use sha2::{Digest, Sha256};
 use crate::sealed::SealedBytes;
 use wasmtime::component::Component;
 use wasmtime::error::Context;
-use wasmtime::{bail, Result};
+use wasmtime::{bail, format_err, Result};
 use wasmtime::{Engine, Module};
 
 /// First bytes of every artifact file: format and version.
@@ -222,6 +222,7 @@ impl CompileCache {
         let disk = match dir {
             Some(dir) => {
                 private_dir(&dir)?;
+                remove_stale_temps(&dir);
                 let key = load_or_create_key(&dir.join(KEY_FILE))?;
                 Some(Disk { dir, key })
             }
@@ -531,18 +532,16 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
             Ok(mut f) => {
                 let meta = f.metadata()?;
                 check_owned(path, &meta, 0o077, "readable or writable by other users")?;
-                let mut key = [0u8; 32];
-                let mut rest = Vec::new();
-                f.read_exact(&mut key)
-                    .and_then(|_| f.read_to_end(&mut rest))
+                let mut data = Vec::new();
+                f.read_to_end(&mut data)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                if !rest.is_empty() {
-                    bail!(
-                        "refusing to use {}: it is not a Pylon artifact key",
+                return <[u8; 32]>::try_from(data.as_slice()).map_err(|_| {
+                    format_err!(
+                        "refusing to use {}: it is not a Pylon artifact key (32 bytes); delete it \
+                         and Pylon makes a new one (compiled artifacts are then rebuilt)",
                         path.display()
-                    );
-                }
-                return Ok(key);
+                    )
+                });
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
@@ -568,6 +567,24 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
         }
     }
     bail!("cannot read or create {}", path.display())
+}
+
+/// Removes temp files a killed process left behind (a write takes seconds;
+/// an hour-old temp file has no writer). Best effort.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry.file_name().to_string_lossy().starts_with(".tmp-")
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600));
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn write_atomically(dir: &Path, dst: &Path, bytes: &[u8]) -> Result<()> {

@@ -35,6 +35,9 @@ impl Shared {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_exceptions(true);
+        // Every guest and cap is wasm32: 64-bit memories and tables are a
+        // surface nothing here needs.
+        config.wasm_memory64(false);
         // 2 MiB of native stack for wasm (default 512 KiB): MicroPython's
         // interpreter recurses deeply in C, and CPython's guest likewise.
         config.max_wasm_stack(2 << 20);

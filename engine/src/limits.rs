@@ -50,7 +50,6 @@ pub enum LimitHit {
 pub struct Limiter {
     max_bytes: usize,
     used: usize,
-    last_grow: usize,
     /// The first limit that refused a grow since [`Limiter::reset_hit`].
     pub hit: Option<LimitHit>,
     budget: Option<Arc<RunBudget>>,
@@ -62,7 +61,6 @@ impl Limiter {
         Limiter {
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
             used: 0,
-            last_grow: 0,
             hit: None,
             budget,
         }
@@ -91,16 +89,7 @@ impl Limiter {
             }
         }
         self.used += delta;
-        self.last_grow = delta;
         true
-    }
-
-    fn undo_last_grow(&mut self) {
-        let delta = std::mem::take(&mut self.last_grow);
-        self.used -= delta;
-        if let Some(budget) = &self.budget {
-            budget.release(delta as u64);
-        }
     }
 }
 
@@ -118,30 +107,34 @@ impl ResourceLimiter for Limiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> Result<bool> {
+        // Past its declared maximum the grow fails anyway: say so here, so
+        // nothing is charged for it.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
         Ok(self.grow(desired.saturating_sub(current)))
     }
 
-    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> Result<()> {
-        // Permitted here but refused by the memory itself: nothing was used.
-        self.undo_last_grow();
-        Ok(())
-    }
+    // A failed grow is never refunded. wasmtime also reports failures it
+    // never asked us about (an overflowing `table.grow`, a memory's own
+    // limits), so "undo the last charge" would refund an earlier grow that
+    // did happen, and a guest could repeat that to grow without bound. An
+    // allocation that fails after we allowed it is rare (the host is out of
+    // memory) and over-counting it is safe.
 
     fn table_growing(
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
         let elements = desired.saturating_sub(current);
         Ok(self.grow(elements.saturating_mul(TABLE_ELEMENT_BYTES)))
-    }
-
-    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> Result<()> {
-        self.undo_last_grow();
-        Ok(())
     }
 
     fn instances(&self) -> usize {
@@ -351,13 +344,40 @@ mod tests {
     }
 
     #[test]
-    fn failed_grow_is_not_charged() {
-        let budget = RunBudget::new(4, 100);
-        let mut l = Limiter::new(1000, Some(budget.clone()));
-        assert!(l.memory_growing(0, 40, None).unwrap());
-        l.memory_grow_failed(wasmtime::format_err!("no")).unwrap();
+    fn a_grow_past_the_declared_maximum_is_not_charged() {
+        let mut l = Limiter::new(1000, None);
+        assert!(!l.memory_growing(0, 40, Some(30)).unwrap());
+        assert!(!l.table_growing(0, 4, Some(3)).unwrap());
         assert_eq!(l.used(), 0);
-        assert_eq!(budget.used.load(Ordering::Acquire), 0);
+        assert_eq!(l.hit, None);
+    }
+
+    #[test]
+    fn failures_wasmtime_reports_on_its_own_refund_nothing() {
+        // A module that grows memory, then makes a table.grow overflow (which
+        // wasmtime reports as a failed grow without asking the limiter): the
+        // memory it got must stay charged, or it could grow without bound.
+        let engine = wasmtime::Engine::default();
+        let wasm = wat::parse_str(
+            r#"(module (memory 1) (table 1 funcref)
+                 (func (export "step") (result i32)
+                   (drop (memory.grow (i32.const 1)))
+                   (drop (table.grow (ref.null func) (i32.const -1)))
+                   (memory.size)))"#,
+        )
+        .unwrap();
+        let module = wasmtime::Module::new(&engine, &wasm).unwrap();
+        let mut store = wasmtime::Store::new(&engine, Limiter::new(4 << 16, None));
+        store.limiter(|l| l);
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let step = instance
+            .get_typed_func::<(), i32>(&mut store, "step")
+            .unwrap();
+        let mut pages = 0;
+        for _ in 0..10 {
+            pages = step.call(&mut store, ()).unwrap();
+        }
+        assert!(pages <= 4, "grew to {pages} pages under a 4-page limit");
     }
 
     #[test]
