@@ -559,3 +559,42 @@ def test_store_does_not_import_network_modules() -> None:
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(PYTHON_DIR)},
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_many_dead_addresses_share_one_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name that resolves to many addresses that never answer must not multiply the
+    deadline (socket.create_connection gives each address the full timeout)."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # fill the accept queue: further SYNs are dropped, connect() hangs
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(s)
+    time.sleep(0.2)
+    real = socket.getaddrinfo
+
+    def many(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "evil.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))] * 8
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", many)
+    store = BlobStore(tmp_path / "blobs", timeout_s=1.0, fetch_deadline_s=2.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(FetchError):
+            store.fetch("sha256:" + "0" * 64, [f"http://evil.test:{port}/x"])
+    finally:
+        for s in fillers:
+            s.close()
+        srv.close()
+    assert time.monotonic() - started < 4.0

@@ -529,3 +529,51 @@ def test_untrusted_guest_is_refused_before_any_fetch(pylon: Pylon, tmp_path: Pat
     result = with_env(pylon, PYLON_BLOB_DIR=str(blobs)).run_code("print('ran')", plan=plan)
     assert result.returncode == 2 and "not trusted" in result.stderr and "trust allow --guest" in result.stderr
     assert not (blobs / "sha256").exists() or not any((blobs / "sha256").iterdir())
+
+
+def test_a_failing_resolver_tells_the_guest_nothing_of_the_host(pylon: Pylon) -> None:
+    """Found in review: any exception from the resolver (an OSError with a temp file's
+    path on a full disk) reached the guest with its text."""
+    digest = json.loads((pylon.home / "config" / "stock.json").read_text())["guest"]
+    guest = Path(pylon.env["PYLON_BLOB_DIR"]) / "sha256" / digest[7:]
+    code = ("from pylon import dynlink\ntry:\n    dynlink.load('crc32c')\n"
+            "except dynlink.CapNotFound as e:\n    print('GUEST SAW:', e)")
+    host = ("import sys\nfrom pylon.engine import get_engine\n"
+            "def resolver(name):\n    raise OSError(28, 'No space left on device', '/home/secret/x')\n"
+            f"sys.exit(get_engine().run_guest({str(guest)!r}, {digest!r}, argv=['-c', {code!r}], env=[], "
+            "cwd='/', resolver=resolver))")
+    result = subprocess.run([sys.executable, "-c", host], env=pylon.env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "GUEST SAW:" in result.stdout and "could not be resolved" in result.stdout
+    assert "/home/secret" not in result.stdout and "/home/secret" in result.stderr
+
+
+def test_host_code_folders_are_never_writable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: outside a venv, a guest given site-packages read-write could drop
+    a .pth file that runs on the host's next start. Readable is fine; writable never."""
+    from pylon import paths, preopens
+
+    code = tmp_path / "site-packages"
+    code.mkdir()
+    monkeypatch.setattr(paths, "code_roots", lambda: [("the host's Python packages", code)])
+    monkeypatch.setattr(paths, "state_roots", lambda: [])
+    assert preopens.plan_preopens(None, [str(code)]) == [preopens.Preopen(code.resolve())]
+    for spec in (f"{code}:rw", f"{tmp_path}:rw"):
+        with pytest.raises(preopens.PreopenError, match="refusing to let the guest write"):
+            preopens.plan_preopens(None, [spec])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e17"])
+def test_absurd_timeouts_are_clear_errors(pylon: Pylon, value: str) -> None:
+    result = pylon.composectl("run", "--timeout", value, "-c", "print('ran')")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "ran" not in result.stdout
+
+
+def test_world_writable_cache_root_is_refused(pylon: Pylon, tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    root.mkdir()
+    os.chmod(root, 0o777)
+    result = with_env(pylon, PYLON_CACHE_DIR=str(root)).run_code("print('ran')")
+    assert result.returncode == 2 and "writable by other users" in result.stderr
+    assert "ran" not in result.stdout

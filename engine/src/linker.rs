@@ -111,19 +111,26 @@ impl GuestState {
 }
 
 /// A Python exception from the resolver becomes the WIT error the guest
-/// sees. The exception may name its case in a `dynlink_kind` attribute
-/// (`"denied"` for the trust gate); otherwise it is `not-found`. Its text is
-/// shown to the guest as is: the resolver keeps host details out of it.
+/// sees. A refusal names its case in a `dynlink_kind` attribute (`"denied"`
+/// for the trust gate) and its text is written for the guest. Any other
+/// exception is a failure of the host: the guest gets a fixed text (its
+/// message may hold host paths) and the host gets the exception.
 fn refusal_from_python(py: Python<'_>, name: &str, err: PyErr) -> DynError {
     let value = err.value(py);
-    let kind: String = value
+    let shown: String = name.chars().take(64).collect();
+    let Ok(kind) = value
         .getattr("dynlink_kind")
-        .and_then(|k| k.extract())
-        .unwrap_or_else(|_| "not-found".to_string());
+        .and_then(|k| k.extract::<String>())
+    else {
+        err.print(py);
+        return DynError::NotFound(format!(
+            "cap {shown:?} could not be resolved (the host reported why)"
+        ));
+    };
     let message = value
         .str()
         .map(|s| s.to_string())
-        .unwrap_or_else(|_| format!("cap '{name}' could not be resolved"));
+        .unwrap_or_else(|_| format!("cap {shown:?} could not be resolved"));
     DynError::from_kind(&kind, message)
 }
 

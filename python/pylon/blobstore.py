@@ -653,8 +653,7 @@ class BlobStore:
         if not host:
             raise BlobError(f"no host in {url}")
         port = parts.port or (443 if scheme == "https" else 80)
-        # Name resolution is not bounded by the deadline (getaddrinfo takes no timeout).
-        sock = socket.create_connection((host, port), timeout=min(self.timeout_s, deadline.left()))
+        sock = self._connect_any(host, port, deadline)
         conn: http.client.HTTPConnection
         try:
             watchdog.watch(sock)
@@ -670,6 +669,31 @@ class BlobStore:
             raise
         conn.sock = sock  # so http.client uses our socket and never connects on its own
         return sock, conn
+
+    def _connect_any(self, host: str, port: int, deadline: _Deadline) -> socket.socket:
+        """A TCP connection to the first address of ``host`` that answers, within the deadline.
+
+        Not ``socket.create_connection``: it gives *each* address the full
+        timeout, so a name with many dead addresses would outlast the deadline.
+        Name resolution itself is not bounded (getaddrinfo takes no timeout).
+        """
+        import socket
+
+        last: OSError | None = None
+        for family, kind, proto, _name, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+            if deadline.expired():
+                break
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(max(0.001, min(self.timeout_s, deadline.left())))
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                sock.close()
+                last = exc
+        if deadline.expired():
+            raise BlobError(deadline.reason())
+        raise last or OSError(f"no address for {host}")
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self.ssl_context is None:

@@ -15,5 +15,11 @@ Interrupt = _engine.Interrupt
 
 @functools.cache
 def get_engine() -> _engine.Engine:
-    """The shared engine, with its compile cache under ``paths.compiled_root()``."""
+    """The shared engine, with its compile cache under ``paths.compiled_root()``.
+
+    Raises:
+        StateError: the cache root is owned by another user or writable by
+            others (it holds compiled code, build tools and the venv).
+    """
+    paths.private_dir(paths.cache_root())
     return _engine.Engine(str(paths.compiled_root()))

@@ -66,9 +66,11 @@ def run_stoppable(call: Callable[[Interrupt], int], *, timeout_s: float | None,
     except KeyboardInterrupt:
         interrupt.set()
         if not done.wait(GRACE_S):
-            running = interrupt.running_for() or 0.0
-            raise GuestInterrupted(f"the guest was interrupted after {running:.2f} s (blocked in a host call)",
-                                   seconds=running, abandoned=True) from None
+            running = interrupt.running_for()
+            why = ("while its code was loading" if running is None
+                   else f"after {running:.2f} s (blocked in a host call)")
+            raise GuestInterrupted(f"the guest was interrupted {why}", seconds=running,
+                                   abandoned=True) from None
     if "error" in box:
         raise box["error"]
     return int(box["status"])

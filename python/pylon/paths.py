@@ -119,6 +119,25 @@ def state_roots() -> list[tuple[str, Path]]:
     return roots
 
 
+def code_roots() -> list[tuple[str, Path]]:
+    """Folders Python loads the host's code from, with a name for messages.
+
+    Pylon's own package and every site-packages folder this interpreter
+    reads (a ``.pth`` file there runs at the next start). A guest may read
+    them, but must never get them writable.
+    """
+    import site
+    import sysconfig
+
+    roots = [("Pylon's own code", Path(__file__).resolve().parent)]
+    for key in ("purelib", "platlib"):
+        roots.append(("the host's Python packages", Path(sysconfig.get_paths()[key])))
+    user_site = site.getusersitepackages() if site.ENABLE_USER_SITE else None
+    if user_site:
+        roots.append(("the host's user Python packages", Path(user_site)))
+    return roots
+
+
 def private_dir(path: Path) -> Path:
     """Creates ``path`` (and missing parents) as ``0700``; checks it is safe to trust.
 

@@ -533,13 +533,10 @@ def _validate(doc: Any, *, file: str | None) -> None:
     documents in microseconds; only when it rejects one does jsonschema run,
     to explain the shallowest problem.
 
-    The first Plan.load of a 5-cap plan in a fresh process, lazy imports
-    included (5 runs, one machine): with the validated-plans memo this
-    replaces, 0.5-0.7 ms when the memo had the plan and 59-76 ms (importing
-    jsonschema) when it did not; now 8-13 ms every time, of which importing
-    fastjsonschema is ~3 ms and compiling the schema ~5 ms. Later loads in the
-    same process: 0.2-0.3 ms before and after. A plan that fails adds
-    jsonschema's ~60 ms to explain itself.
+    Costs (first Plan.load of a 5-cap plan in a fresh process): a known plan
+    ~1 ms (reading the key, one HMAC); an unknown valid one 8-13 ms
+    (importing fastjsonschema ~3 ms, compiling the schema ~5 ms); a plan
+    that fails adds jsonschema's ~60 ms to explain itself.
     """
     # The version first: a newer plan would otherwise fail on its new keys,
     # which hides the real reason.

@@ -13,7 +13,10 @@ on the host. The rules, in one place:
   its compiled artifacts, the blob store, the config folder with the trust
   policy, the virtualenv Pylon runs from) is refused, after resolving
   symlinks: a guest that could write there could change what the host runs
-  later (see docs/security.md).
+  later, and could read the keys that authenticate it (see docs/security.md).
+* A folder that is, contains or is inside the host's Python code (Pylon's
+  package, site-packages, the user's site-packages) is never writable: a
+  ``.pth`` file there runs at the host's next start.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ def _overlap(folder: Path, state: Path) -> str | None:
     return None
 
 
-def _check(folder: Path, state_roots: Sequence[tuple[str, Path]]) -> None:
+def _check(folder: Path, writable: bool, state_roots: Sequence[tuple[str, Path]],
+           code_roots: Sequence[tuple[str, Path]]) -> None:
     for what, root in state_roots:
         how = _overlap(folder, root)
         if how is not None:
@@ -72,6 +76,14 @@ def _check(folder: Path, state_roots: Sequence[tuple[str, Path]]) -> None:
                 "could reach Pylon's state could change what runs on the host. Put the script and its "
                 "files in a folder of their own, or move Pylon's state elsewhere (PYLON_CACHE_DIR, "
                 "PYLON_BLOB_DIR, PYLON_CONFIG_DIR).")
+    if writable:
+        for what, root in code_roots:
+            how = _overlap(folder, root)
+            if how is not None:
+                raise PreopenError(
+                    f"refusing to let the guest write {folder}: it {how} {what} ({root}), and code "
+                    "written there would run on the host. Give it read-only (--dir without :rw), "
+                    "or a folder of its own.")
 
 
 def plan_preopens(script: Path | None, dirs: Iterable[Preopen | str]) -> list[Preopen]:
@@ -85,8 +97,9 @@ def plan_preopens(script: Path | None, dirs: Iterable[Preopen | str]) -> list[Pr
     if script is not None:
         wanted.append(Preopen(script.parent))
     wanted += [parse_dir_spec(d) if isinstance(d, str) else d for d in dirs]
-    # Resolve state roots once; a root that does not exist yet resolves as far as it can.
+    # Resolve the roots once; a root that does not exist yet resolves as far as it can.
     state_roots = [(what, root.resolve()) for what, root in paths.state_roots()]
+    code_roots = [(what, root.resolve()) for what, root in paths.code_roots()]
     merged: dict[Path, Preopen] = {}
     for want in wanted:
         try:
@@ -95,7 +108,8 @@ def plan_preopens(script: Path | None, dirs: Iterable[Preopen | str]) -> list[Pr
             raise PreopenError(f"cannot give the guest {want.path}: it does not exist") from exc
         if not folder.is_dir():
             raise PreopenError(f"cannot give the guest {want.path}: it is not a folder")
-        _check(folder, state_roots)
         previous = merged.get(folder)
-        merged[folder] = Preopen(folder, writable=want.writable or bool(previous and previous.writable))
+        writable = want.writable or bool(previous and previous.writable)
+        _check(folder, writable, state_roots, code_roots)
+        merged[folder] = Preopen(folder, writable=writable)
     return list(merged.values())

@@ -23,6 +23,7 @@ The steps of one ``composectl run``:
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -33,7 +34,7 @@ from pylon.blobstore import BlobStore
 from pylon.engine import Interrupt, ProviderSpec, get_engine
 from pylon.errors import DigestMismatch, PylonError, TrustError
 from pylon.guard import run_stoppable
-from pylon.plan import Plan
+from pylon.plan import CAP_NAME_PATTERN, Plan
 from pylon.preopens import Preopen, plan_preopens
 from pylon.trust import TrustPolicy
 
@@ -45,6 +46,8 @@ ProgressFactory = Callable[[str], ContextManager[Callable[[int, int | None], Non
 Report = Callable[[str], None]
 
 MIB = 1 << 20
+#: Longest time limit a run accepts: a day, as the plan's timeout-ms allows.
+MAX_TIMEOUT_S = 86_400
 
 def _no_progress(_description: str):
     return contextlib.nullcontext(None)
@@ -93,13 +96,26 @@ class Resolver:
         self.report = report
 
     def __call__(self, name: str) -> ProviderSpec:
+        try:
+            return self._resolve(name)
+        except _Refusal:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything else: the host hears it, the guest not
+            self.report(f"resolving cap {name[:64]!r} failed: {type(exc).__name__}: {exc}")
+            raise _Refusal("not-found", f"cap {name[:64]!r} could not be resolved; "
+                                        "composectl's error output says why") from None
+
+    def _resolve(self, name: str) -> ProviderSpec:
         entry = self.plan.caps.get(name)
         if entry is None:
             known = ", ".join(sorted(self.plan.caps)) or "none"
-            self.report(f"the guest asked for cap {name!r}, which is not in the plan {self.plan_label} "
+            # The name is the guest's: shown as a bounded repr (no terminal escapes).
+            shown = repr(name[:64]) + ("..." if len(name) > 64 else "")
+            self.report(f"the guest asked for cap {shown}, which is not in the plan {self.plan_label} "
                         f"(caps there: {known})")
-            raise _Refusal("not-found", f"cap {name!r} is not in this run's plan; "
-                                        f"add it with: composectl plan add PLAN {name} FILE")
+            hint = name if re.fullmatch(CAP_NAME_PATTERN, name) else "NAME"
+            raise _Refusal("not-found", f"cap {shown} is not in this run's plan; "
+                                        f"add it with: composectl plan add PLAN {hint} FILE")
         # The gate comes first: an untrusted cap is never fetched, let alone run.
         try:
             self.trust.check(name, entry.digest)
@@ -194,6 +210,9 @@ def run(*, plan: Path | None = None, script: str | None = None, code: str | None
     budget = the_plan.run_limits()
     if timeout_s is None and limits.timeout_ms is not None:
         timeout_s = limits.timeout_ms / 1000
+    if timeout_s is not None and not (0 < timeout_s <= MAX_TIMEOUT_S):
+        raise PylonError(f"the time limit must be more than 0 and at most {MAX_TIMEOUT_S} s "
+                         f"(a day), got {timeout_s}")
     memory_mb = memory_mb if memory_mb is not None else limits.memory_mb
     assert memory_mb is not None and budget.max_instances is not None and budget.max_memory_mb is not None
     resolver = Resolver(the_plan, label, store=store, trust=trust, progress=progress, report=report)

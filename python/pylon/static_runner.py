@@ -120,13 +120,19 @@ def run_static(module: Path | str, argv: Sequence[str], env: Pairs = (), preopen
             if hint:
                 raise EngineError(f"cannot compile {module}{hint}: {exc}") from exc
             raise
-    return _run_wasmtime_py(module, argv, env, preopens)
+    if timeout_s is not None or memory_mb is not None:
+        # wasmtime-py has no epoch-based stop or limiter wired here: refuse
+        # rather than run without the limits that were asked for.
+        raise EngineError("--timeout and --memory-mb need Pylon's engine (pylon._engine); "
+                          "the wasmtime-py fallback cannot enforce them")
+    return _run_wasmtime_py(module, argv, env, preopens, writable)
 
 
 _WASMTIME_ENGINE = None
 
 
-def _run_wasmtime_py(module: Path, argv: Sequence[str], env: Pairs, preopens: Pairs) -> int:
+def _run_wasmtime_py(module: Path, argv: Sequence[str], env: Pairs, preopens: Pairs,
+                     writable: Sequence[str] = ()) -> int:
     global _WASMTIME_ENGINE
     try:
         import wasmtime
@@ -135,7 +141,8 @@ def _run_wasmtime_py(module: Path, argv: Sequence[str], env: Pairs, preopens: Pa
     if _WASMTIME_ENGINE is None:
         config = wasmtime.Config()
         config.wasm_exceptions = True
-        config.cache = True  # wasmtime's own compile cache: the second load is fast
+        # No compile cache: wasmtime-py's would load unauthenticated native
+        # code from ~/.cache/wasmtime (see docs/security.md).
         # Deep Python recursion must end in MicroPython's RecursionError (its
         # check watches the 1 MiB shadow stack), not in a trap: the native
         # stack takes ~1.3x the shadow stack per level, more than wasmtime's
@@ -155,7 +162,8 @@ def _run_wasmtime_py(module: Path, argv: Sequence[str], env: Pairs, preopens: Pa
     wasi.argv = list(argv)
     wasi.env = [(k, v) for k, v in env]
     for host, guest in preopens:
-        wasi.preopen_dir(str(host), guest)
+        # Read-only unless asked, as on Pylon's engine.
+        wasi.preopen_dir(str(host), guest, fs_mutable=str(host) in writable)
     wasi.inherit_stdin()
     wasi.inherit_stdout()
     wasi.inherit_stderr()

@@ -63,6 +63,8 @@ def componentize_py() -> str:
 def cargo_tool(name: str) -> str:
     """Path of a pinned crates.io tool, ``cargo install``-ing it on first use."""
     crate, version, binary = CARGO_TOOLS[name]
+    # Tools installed here are run by builds: their folder must be ours alone.
+    paths.private_dir(paths.cache_root())
     root = paths.tools_root() / f"{crate}-{version}"
     exe = root / "bin" / binary
     if exe.exists():
@@ -162,5 +164,11 @@ def publish_dir(staging: Path, final: Path) -> Path:
 
 
 def output_dir(what: str, key: str) -> Path:
-    """The build folder for ``what`` at source hash ``key`` (not created)."""
+    """The build folder for ``what`` at source hash ``key`` (not created).
+
+    Raises:
+        StateError: the cache root is not this user's alone (build outputs
+            become blobs that are trusted).
+    """
+    paths.private_dir(paths.cache_root())
     return paths.build_root() / f"{what}-{key}"

@@ -100,7 +100,7 @@ def _apply(run: PlainRun, name: str, value: str) -> bool:
             return False
         return math.isfinite(run.timeout) and run.timeout >= 0.001
     elif name == "--memory-mb":
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             return False
         run.memory_mb = int(value)
         return 16 <= run.memory_mb <= 4096
@@ -122,11 +122,19 @@ def _run_plain(run: PlainRun) -> int:
 
     try:
         from pylon import runtime
-        from pylon.cli.progress import fetch_progress
+    except ImportError as exc:
+        _error(f"the Pylon runtime is unavailable: {exc}")
+        return _ERROR_EXIT
+    from pylon.cli.progress import fetch_progress
 
+    try:
         return int(runtime.run(plan=run.plan, script=run.script, code=run.code, args=run.args,
                                env=run.env, dirs=run.dirs, timeout_s=run.timeout,
                                memory_mb=run.memory_mb, progress=fetch_progress) or 0)
+    except KeyboardInterrupt:
+        # Ctrl-C before the guest ran (loading the plan, fetching): as the
+        # typer app does, exit 130 without a traceback.
+        return 130
     except GuestStopped as exc:
         _error(str(exc))
         if exc.abandoned:
@@ -136,9 +144,6 @@ def _run_plain(run: PlainRun) -> int:
         return exc.exit_status
     except PylonError as exc:
         _error(str(exc))
-        return _ERROR_EXIT
-    except ImportError as exc:
-        _error(f"the Pylon runtime is unavailable: {exc}")
         return _ERROR_EXIT
 
 
