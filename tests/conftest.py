@@ -18,6 +18,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: Shared fixtures that live in their own modules (``server``: a loopback HTTP server).
+pytest_plugins = ("loopback_http",)
+
 
 class Pylon:
     """Runs composectl with a private home."""

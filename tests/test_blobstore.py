@@ -7,82 +7,16 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from loopback_http import Server
 from pylon.blobstore import BlobStore, check_digest, digest_bytes, digest_file
 from pylon.errors import BlobError, BlobNotFound, DigestMismatch, FetchError
 
 PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
-
-
-@dataclass
-class Route:
-    """What the test server answers for one path."""
-
-    body: bytes = b""
-    status: int = 200
-    #: Send this many bytes of the body, then stall (slow) or hang up (truncated).
-    send_then: int | None = None
-    stall: bool = False
-
-
-class Server:
-    """A threaded HTTP server with per-path routes and a request log."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Route] = {}
-        self.requests: list[str] = []
-        self.release = threading.Event()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                owner.requests.append(self.path)
-                route = owner.routes.get(self.path)
-                if route is None:
-                    self.send_error(404, "Not Found")
-                    return
-                self.send_response(route.status)
-                self.send_header("Content-Length", str(len(route.body)))
-                self.end_headers()
-                if route.send_then is None:
-                    self.wfile.write(route.body)
-                    return
-                self.wfile.write(route.body[:route.send_then])
-                self.wfile.flush()
-                if route.stall:
-                    owner.release.wait(60)
-                # Returning closes the connection early: the client sees a short body.
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    srv = Server()
-    yield srv
-    srv.close()
 
 
 @pytest.fixture
@@ -175,7 +109,7 @@ def test_read_bytes_verifies(store: BlobStore) -> None:
 def test_fetch_http_with_progress(store: BlobStore, server: Server) -> None:
     body = os.urandom(3 * 1024 * 1024 + 7)
     d = digest_bytes(body)
-    server.routes["/cap.wasm"] = Route(body=body)
+    server.serve("/cap.wasm", body)
     seen: list[tuple[int, int | None]] = []
     path = store.fetch(d, [server.url("/cap.wasm")], progress=lambda done, total: seen.append((done, total)))
     assert path.read_bytes() == body
@@ -196,7 +130,7 @@ def test_fetch_file_url(store: BlobStore, tmp_path: Path) -> None:
 
 def test_wrong_bytes_served_is_digest_mismatch_and_nothing_stored(store: BlobStore, server: Server) -> None:
     want = digest_bytes(b"the real cap")
-    server.routes["/cap.wasm"] = Route(body=b"a tampered cap")
+    server.serve("/cap.wasm", b"a tampered cap")
     with pytest.raises(DigestMismatch) as info:
         store.fetch(want, [server.url("/cap.wasm")])
     assert str(info.value) == (f"digest mismatch for {server.url('/cap.wasm')}: expected {want}, "
@@ -211,7 +145,7 @@ def test_404_is_fetch_error_and_next_source_is_tried(store: BlobStore, server: S
     with pytest.raises(FetchError) as info:
         store.fetch(d, [server.url("/missing")])
     assert str(info.value) == f"cannot fetch {d} from {server.url('/missing')}: HTTP 404 Not Found"
-    server.routes["/good"] = Route(body=body)
+    server.serve("/good", body)
     assert store.fetch(d, [server.url("/missing"), server.url("/good")]).read_bytes() == body
     assert server.requests == ["/missing", "/missing", "/good"]
 
@@ -222,13 +156,13 @@ def test_refused_connection_is_fetch_error_and_next_source_is_tried(store: BlobS
     dead = _closed_port_url()
     with pytest.raises(FetchError, match=f"cannot fetch {d} from {dead}: connection refused"):
         store.fetch(d, [dead])
-    server.routes["/good"] = Route(body=body)
+    server.serve("/good", body)
     assert store.fetch(d, [dead, server.url("/good")]).read_bytes() == body
 
 
 def test_all_sources_failing_lists_what_was_tried(store: BlobStore, server: Server, tmp_path: Path) -> None:
     d = digest_bytes(b"wanted")
-    server.routes["/wrong"] = Route(body=b"unwanted")
+    server.serve("/wrong", b"unwanted")
     dead = _closed_port_url()
     sources = [server.url("/wrong"), dead, (tmp_path / "gone.wasm").as_uri(), "ftp://h.example/x"]
     with pytest.raises(BlobNotFound) as info:
@@ -252,7 +186,7 @@ def test_no_sources_is_blob_not_found(store: BlobStore) -> None:
 
 def test_truncated_body_is_fetch_error_and_nothing_stored(store: BlobStore, server: Server) -> None:
     body = b"y" * 100_000
-    server.routes["/short"] = Route(body=body, send_then=1000)
+    server.serve("/short", body, send_then=1000)
     with pytest.raises(FetchError, match="interrupted"):
         store.fetch(digest_bytes(body), [server.url("/short")])
     assert _files(store) == []
@@ -261,7 +195,7 @@ def test_truncated_body_is_fetch_error_and_nothing_stored(store: BlobStore, serv
 def test_oversized_blob_is_refused(tmp_path: Path, server: Server) -> None:
     store = BlobStore(tmp_path / "b", max_blob_bytes=1000)
     body = b"z" * 5000
-    server.routes["/big"] = Route(body=body)
+    server.serve("/big", body)
     with pytest.raises(FetchError, match="larger than the store's limit of 1000 bytes"):
         store.fetch(digest_bytes(body), [server.url("/big")])
     assert _files(store) == []
@@ -272,7 +206,7 @@ def test_fetch_replaces_a_corrupt_stored_blob(store: BlobStore, server: Server) 
     d = store.put_bytes(body)
     _make_writable(store.blob_path(d))
     store.blob_path(d).write_bytes(b"fake")
-    server.routes["/real"] = Route(body=body)
+    server.serve("/real", body)
     assert store.fetch(d, [server.url("/real")]).read_bytes() == body
     assert len(list(store.quarantine_dir.iterdir())) == 1
 
@@ -288,7 +222,7 @@ BlobStore(Path(sys.argv[1])).fetch(sys.argv[2], [sys.argv[3]])
 def test_fetch_killed_midway_leaves_nothing_at_final_name(store: BlobStore, server: Server) -> None:
     body = os.urandom(4 * 1024 * 1024)
     d = digest_bytes(body)
-    server.routes["/slow"] = Route(body=body, send_then=2 * 1024 * 1024, stall=True)
+    server.serve("/slow", body, send_then=2 * 1024 * 1024, stall=True)
     env = {**os.environ, "PYTHONPATH": str(PYTHON_DIR)}
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_FETCH, str(store.root), d, server.url("/slow")],
                             env=env)

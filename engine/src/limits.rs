@@ -102,6 +102,12 @@ impl Drop for Limiter {
     }
 }
 
+/// Whether a grow to `desired` stays within the declared `maximum`. Past it
+/// the grow fails anyway: refusing it here means nothing is charged for it.
+fn within(desired: usize, maximum: Option<usize>) -> bool {
+    maximum.is_none_or(|max| desired <= max)
+}
+
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
@@ -109,12 +115,7 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> Result<bool> {
-        // Past its declared maximum the grow fails anyway: say so here, so
-        // nothing is charged for it.
-        if maximum.is_some_and(|max| desired > max) {
-            return Ok(false);
-        }
-        Ok(self.grow(desired.saturating_sub(current)))
+        Ok(within(desired, maximum) && self.grow(desired.saturating_sub(current)))
     }
 
     // A failed grow is never refunded. wasmtime also reports failures it
@@ -130,11 +131,8 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> Result<bool> {
-        if maximum.is_some_and(|max| desired > max) {
-            return Ok(false);
-        }
         let elements = desired.saturating_sub(current);
-        Ok(self.grow(elements.saturating_mul(TABLE_ELEMENT_BYTES)))
+        Ok(within(desired, maximum) && self.grow(elements.saturating_mul(TABLE_ELEMENT_BYTES)))
     }
 
     fn instances(&self) -> usize {

@@ -66,24 +66,29 @@ def _overlap(folder: Path, state: Path) -> str | None:
     return None
 
 
-def _check(folder: Path, writable: bool, state_roots: Sequence[tuple[str, Path]],
-           code_roots: Sequence[tuple[str, Path]]) -> None:
-    for what, root in state_roots:
+def _first_overlap(folder: Path, roots: Sequence[tuple[str, Path]]) -> str | None:
+    """How ``folder`` overlaps the first of ``roots`` it touches, in words, or None."""
+    for what, root in roots:
         how = _overlap(folder, root)
         if how is not None:
-            raise PreopenError(
-                f"refusing to let the guest see {folder}: it {how} {what} ({root}), and a guest that "
-                "could reach Pylon's state could change what runs on the host. Put the script and its "
-                "files in a folder of their own, or move Pylon's state elsewhere (PYLON_CACHE_DIR, "
-                "PYLON_BLOB_DIR, PYLON_CONFIG_DIR).")
-    if writable:
-        for what, root in code_roots:
-            how = _overlap(folder, root)
-            if how is not None:
-                raise PreopenError(
-                    f"refusing to let the guest write {folder}: it {how} {what} ({root}), and code "
-                    "written there would run on the host. Give it read-only (--dir without :rw), "
-                    "or a folder of its own.")
+            return f"it {how} {what} ({root})"
+    return None
+
+
+def _check(folder: Path, writable: bool, state_roots: Sequence[tuple[str, Path]],
+           code_roots: Sequence[tuple[str, Path]]) -> None:
+    overlap = _first_overlap(folder, state_roots)
+    if overlap is not None:
+        raise PreopenError(
+            f"refusing to let the guest see {folder}: {overlap}, and a guest that could reach "
+            "Pylon's state could change what runs on the host. Put the script and its files in a "
+            "folder of their own, or move Pylon's state elsewhere (PYLON_CACHE_DIR, PYLON_BLOB_DIR, "
+            "PYLON_CONFIG_DIR).")
+    overlap = _first_overlap(folder, code_roots) if writable else None
+    if overlap is not None:
+        raise PreopenError(
+            f"refusing to let the guest write {folder}: {overlap}, and code written there would run "
+            "on the host. Give it read-only (--dir without :rw), or a folder of its own.")
 
 
 def plan_preopens(script: Path | None, dirs: Iterable[Preopen | str]) -> list[Preopen]:
