@@ -123,8 +123,14 @@ class Resolver:
             self.report(str(exc))
             raise _Refusal("denied", TrustPolicy.guest_message(name, entry.digest)) from None
         try:
-            with self.progress(f"fetching cap {name}") as progress:
-                path = self.store.fetch(entry.digest, entry.sources, size=entry.size, progress=progress)
+            if self.store.has(entry.digest):
+                # Not hashed here: the engine reads the blob once, checks its
+                # digest and compiles exactly those bytes (a stored blob gone
+                # bad is refused there; `composectl blob verify` quarantines it).
+                path = self.store.blob_path(entry.digest)
+            else:
+                with self.progress(f"fetching cap {name}") as progress:
+                    path = self.store.fetch(entry.digest, entry.sources, size=entry.size, progress=progress)
         except PylonError as exc:
             self.report(f"cap {name!r}: {exc}")
             raise _Refusal("not-found", f"cap {name!r} ({entry.digest}) could not be fetched; "
