@@ -27,7 +27,7 @@ from pylon.errors import GuestInterrupted, GuestTimeout
 __all__ = ["GRACE_S", "run_stoppable"]
 
 #: How long a stopped guest may take to unwind before it is abandoned.
-GRACE_S = 0.1
+GRACE_S = 0.05
 
 
 def run_stoppable(call: Callable[[Interrupt], int], *, timeout_s: float | None,
