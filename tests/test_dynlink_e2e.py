@@ -58,6 +58,21 @@ def test_uncaught_exception_prints_traceback(pylon: Pylon, tmp_path: Path) -> No
     assert f'File "{script}", line 3, in explode' in result.stderr
     assert "ValueError: boom" in result.stderr
     assert "unreachable" not in result.stderr
+    # Only the script's frames, as `python script.py` prints them.
+    assert "_runner.py" not in result.stderr
+    assert result.stderr.count('File "') == 2
+
+
+def test_import_time_errors_show_no_machinery_frames(pylon: Pylon, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    doc = json.loads(pylon.default_plan.read_text())
+    doc["caps"]["crc32c"]["digest"] = "sha256:" + "ef" * 32  # not trusted: the import raises
+    plan.write_text(json.dumps(doc))
+    result = pylon.run_code("import _crc32c_dynlink_cap", plan=plan)
+    assert result.returncode == 1
+    assert "CapDenied" in result.stderr and 'File "<string>", line 1, in <module>' in result.stderr
+    for machinery in ("_runner.py", "_lazy.py", "<frozen importlib"):
+        assert machinery not in result.stderr, result.stderr
 
 
 def test_sys_exit_with_message_and_none(pylon: Pylon) -> None:

@@ -14,6 +14,8 @@ import sys
 import traceback
 import types
 
+from pylon import _lazy
+
 
 def _reset_process_state(argv: list[str], env: list[tuple[str, str]], cwd: str) -> None:
     sys.argv = list(argv)
@@ -37,6 +39,54 @@ def _exit_status(exc: SystemExit) -> int:
         return code & 0xFF if code >= 0 else code
     print(code, file=sys.stderr)
     return 1
+
+
+def _hidden(tb: types.TracebackType) -> bool:
+    """Frames ``python script.py`` would not show: this runner's, the import
+    machinery's, and the lazy loader's (CPython hides its own importlib
+    frames the same way)."""
+    filename = tb.tb_frame.f_code.co_filename
+    return (filename == __file__ or filename == _lazy.__file__
+            or filename.startswith("<frozen importlib._bootstrap"))
+
+
+def _strip(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """``tb`` without its hidden frames (``tb_next`` is writable)."""
+    head = last = None
+    while tb is not None:
+        following = tb.tb_next
+        if not _hidden(tb):
+            if last is None:
+                head = tb
+            else:
+                last.tb_next = tb
+            last = tb
+        tb = following
+    if last is not None:
+        last.tb_next = None
+    return head
+
+
+def _print_traceback(exc: BaseException) -> None:
+    """Prints ``exc`` as CPython would for ``python script.py``: the script's frames only."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        try:
+            err.__traceback__ = _strip(err.__traceback__)
+        except Exception:
+            pass  # an exception type that refuses the assignment (a frozen dataclass) keeps its frames
+        todo.append(err.__cause__)
+        if not err.__suppress_context__:
+            todo.append(err.__context__)
+    try:
+        traceback.print_exception(exc)
+    except Exception:
+        traceback.print_exc()  # never let printing the error end the guest
 
 
 def _main_module(filename: str) -> dict:
@@ -74,8 +124,8 @@ def run(argv: list[str], env: list[tuple[str, str]], cwd: str) -> int:
         exec(code, _main_module(filename))
     except SystemExit as exc:
         status = _exit_status(exc)
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as exc:
+        _print_traceback(exc)
         status = 1
     finally:
         for stream in (sys.stdout, sys.stderr):
