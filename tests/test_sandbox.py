@@ -564,10 +564,14 @@ def test_host_code_folders_are_never_writable(tmp_path: Path, monkeypatch: pytes
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "1e17"])
-def test_absurd_timeouts_are_clear_errors(pylon: Pylon, value: str) -> None:
+def test_absurd_timeouts_are_clear_errors(pylon: Pylon, tmp_path: Path, value: str) -> None:
     result = pylon.composectl("run", "--timeout", value, "-c", "print('ran')")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "ran" not in result.stdout
+    script = write(tmp_path / "s.py", "print('ran')\n")
+    static = pylon.composectl("run", "--profile", "micropython-static", "--timeout", value, str(script), timeout=600)
+    assert static.returncode == 2 and "Traceback" not in static.stderr, static.stderr
+    assert "ran" not in static.stdout
 
 
 def test_world_writable_cache_root_is_refused(pylon: Pylon, tmp_path: Path) -> None:

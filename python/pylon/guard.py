@@ -17,17 +17,35 @@ worker thread is left behind (``composectl`` then exits the process).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from pylon.engine import Interrupt
-from pylon.errors import GuestInterrupted, GuestTimeout
 
-__all__ = ["GRACE_S", "run_stoppable"]
+from pylon.engine import Interrupt
+from pylon.errors import GuestInterrupted, GuestTimeout, PylonError
+
+__all__ = ["GRACE_S", "MAX_TIMEOUT_S", "run_stoppable", "timeout_ms"]
 
 #: How long a stopped guest may take to unwind before it is abandoned.
 GRACE_S = 0.05
+#: Longest time limit a run accepts: a day, as a plan's timeout-ms allows.
+MAX_TIMEOUT_S = 86_400
+
+
+def timeout_ms(timeout_s: float | None) -> int | None:
+    """A time limit in seconds as the engine takes it (whole ms, at least 1).
+
+    Raises:
+        PylonError: not a number of seconds in (0, a day].
+    """
+    if timeout_s is None:
+        return None
+    if not (math.isfinite(timeout_s) and 0 < timeout_s <= MAX_TIMEOUT_S):
+        raise PylonError(f"the time limit must be more than 0 and at most {MAX_TIMEOUT_S} s "
+                         f"(a day), got {timeout_s}")
+    return max(1, round(timeout_s * 1000))
 
 
 def run_stoppable(call: Callable[[Interrupt], int], *, timeout_s: float | None,

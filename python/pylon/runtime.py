@@ -33,7 +33,7 @@ from pylon import stock
 from pylon.blobstore import BlobStore
 from pylon.engine import Interrupt, ProviderSpec, get_engine
 from pylon.errors import DigestMismatch, PylonError, TrustError
-from pylon.guard import run_stoppable
+from pylon.guard import run_stoppable, timeout_ms
 from pylon.plan import CAP_NAME_PATTERN, Plan
 from pylon.preopens import Preopen, plan_preopens
 from pylon.trust import TrustPolicy
@@ -46,8 +46,7 @@ ProgressFactory = Callable[[str], ContextManager[Callable[[int, int | None], Non
 Report = Callable[[str], None]
 
 MIB = 1 << 20
-#: Longest time limit a run accepts: a day, as the plan's timeout-ms allows.
-MAX_TIMEOUT_S = 86_400
+
 
 def _no_progress(_description: str):
     return contextlib.nullcontext(None)
@@ -160,8 +159,7 @@ def _guest_blob(plan: Plan, store: BlobStore, trust: TrustPolicy,
     if plan.guest is not None and plan.guest.digest is not None:
         digest, sources, size = plan.guest.digest, plan.guest.sources, plan.guest.size
     else:
-        digest, sources = stock.stock_guest()
-        size = stock.stock_guest_size()
+        digest, sources, size = stock.stock_guest_ref()
     trust.check_guest(digest)
     if store.has(digest):
         return store.blob_path(digest), digest, sources, size
@@ -208,19 +206,17 @@ def run(*, plan: Path | None = None, script: str | None = None, code: str | None
     if script_path is not None and not script_path.is_file():
         raise PylonError(f"script not found: {script}")
     argv = (["-c", code] if code is not None else [str(script_path)]) + list(args)
-    preopens = plan_preopens(script_path, dirs)
-    trust = TrustPolicy.load()
-    guest_path, guest_digest, guest_sources, guest_size = _guest_blob(the_plan, store, trust, progress)
-    cwd = str(script_path.parent) if script_path is not None else (str(preopens[0].path) if preopens else "/")
     limits = the_plan.guest_limits()
     budget = the_plan.run_limits()
     if timeout_s is None and limits.timeout_ms is not None:
         timeout_s = limits.timeout_ms / 1000
-    if timeout_s is not None and not (0 < timeout_s <= MAX_TIMEOUT_S):
-        raise PylonError(f"the time limit must be more than 0 and at most {MAX_TIMEOUT_S} s "
-                         f"(a day), got {timeout_s}")
+    limit_ms = timeout_ms(timeout_s)
     memory_mb = memory_mb if memory_mb is not None else limits.memory_mb
     assert memory_mb is not None and budget.max_instances is not None and budget.max_memory_mb is not None
+    preopens = plan_preopens(script_path, dirs)
+    trust = TrustPolicy.load()
+    guest_path, guest_digest, guest_sources, guest_size = _guest_blob(the_plan, store, trust, progress)
+    cwd = str(script_path.parent) if script_path is not None else (str(preopens[0].path) if preopens else "/")
     resolver = Resolver(the_plan, label, store=store, trust=trust, progress=progress, report=report)
     engine = get_engine()
 
@@ -230,7 +226,7 @@ def run(*, plan: Path | None = None, script: str | None = None, code: str | None
                 str(blob), guest_digest,
                 argv=argv, env=sorted((env or {}).items()), cwd=cwd,
                 preopens=[p.as_engine_tuple() for p in preopens], resolver=resolver, report=report,
-                timeout_ms=None if timeout_s is None else max(1, round(timeout_s * 1000)),
+                timeout_ms=limit_ms,
                 memory_bytes=memory_mb * MIB, max_instances=budget.max_instances,
                 max_cap_memory_bytes=budget.max_memory_mb * MIB, interrupt=stop,
             )

@@ -103,15 +103,16 @@ def run_static(module: Path | str, argv: Sequence[str], env: Pairs = (), preopen
     if not module.is_file():
         raise EngineError(f"no such module: {module}")
     if _engine_runner() is not None:
-        from pylon.guard import run_stoppable
+        from pylon.guard import run_stoppable, timeout_ms
 
         engine = _engine()
         opened = [(str(h), g, str(h) not in writable) for h, g in preopens]
+        limit_ms = timeout_ms(timeout_s)
 
         def call(stop) -> int:
             return int(engine.run_core_p1(
                 str(module), argv=list(argv), env=[tuple(p) for p in env], preopens=opened,
-                timeout_ms=None if timeout_s is None else max(1, round(timeout_s * 1000)),
+                timeout_ms=limit_ms,
                 memory_bytes=None if memory_mb is None else memory_mb << 20, interrupt=stop))
         try:
             return run_stoppable(call, timeout_s=timeout_s)

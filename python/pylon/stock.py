@@ -42,34 +42,37 @@ def default_plan_path() -> Path:
     return paths.config_root() / "plan.json"
 
 
-def stock_guest() -> tuple[str, tuple[str, ...]]:
-    """The digest of the stock guest this install built, and where its build output is.
+def stock_guest_ref() -> tuple[str, tuple[str, ...], int | None]:
+    """The stock guest this install built: its digest, where its build output is, and its
+    size in bytes (``None`` if the record predates sizes). One read of ``stock.json``.
 
     Raises:
         PylonError: nothing was built yet.
     """
     try:
         record = json.loads(stock_file().read_text())
-        return record["guest"], tuple(record.get("guest_sources", ()))
+        digest, sources = record["guest"], tuple(record.get("guest_sources", ()))
     except (OSError, ValueError, KeyError) as exc:
         raise PylonError("no stock guest yet: run `composectl setup` first "
                          "(it builds pylon.wasm and the stock caps)") from exc
+    size = record.get("guest_size")
+    return digest, sources, size if type(size) is int and size > 0 else None
+
+
+def stock_guest() -> tuple[str, tuple[str, ...]]:
+    """The digest of the stock guest and where its build output is (see :func:`stock_guest_ref`)."""
+    digest, sources, _ = stock_guest_ref()
+    return digest, sources
 
 
 def stock_guest_digest() -> str:
-    """The digest of the stock guest (see :func:`stock_guest`)."""
-    return stock_guest()[0]
+    """The digest of the stock guest (see :func:`stock_guest_ref`)."""
+    return stock_guest_ref()[0]
 
 
 def stock_guest_size() -> int | None:
-    """The stock guest's size in bytes, or ``None`` if the record predates sizes.
-
-    Raises:
-        PylonError: nothing was built yet.
-    """
-    stock_guest()
-    size = json.loads(stock_file().read_text()).get("guest_size")
-    return size if type(size) is int and size > 0 else None
+    """The stock guest's size in bytes, or ``None`` (see :func:`stock_guest_ref`)."""
+    return stock_guest_ref()[2]
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,15 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["main", "parse_plain_run"]
+if TYPE_CHECKING:
+    from pylon.errors import GuestStopped
+
+__all__ = ["main", "parse_plain_run", "stopped_status"]
 
 #: Exit status when a PylonError stops composectl (as :data:`pylon.cli.main.ERROR_EXIT`).
 _ERROR_EXIT = 2
@@ -117,6 +122,23 @@ def _error(message: str) -> None:
     sys.stderr.flush()
 
 
+def stopped_status(exc: GuestStopped, render: Callable[[str], None]) -> int:
+    """Says why the guest stopped; the exit status a shell would give (124 timeout, 130 Ctrl-C).
+
+    A guest blocked in a host call cannot be unwound: then the process ends
+    here (after flushing), instead of waiting for its thread.
+    """
+    render(str(exc))
+    if exc.abandoned:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(exc.exit_status)
+    return exc.exit_status
+
+
 def _run_plain(run: PlainRun) -> int:
     from pylon.errors import GuestStopped, PylonError
 
@@ -136,12 +158,7 @@ def _run_plain(run: PlainRun) -> int:
         # typer app does, exit 130 without a traceback.
         return 130
     except GuestStopped as exc:
-        _error(str(exc))
-        if exc.abandoned:
-            # The guest's thread is blocked in a host call; end the process here.
-            sys.stdout.flush()
-            os._exit(exc.exit_status)
-        return exc.exit_status
+        return stopped_status(exc, _error)
     except PylonError as exc:
         _error(str(exc))
         return _ERROR_EXIT

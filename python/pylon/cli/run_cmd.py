@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -102,18 +100,9 @@ def run(
 def _stopped(exc: GuestStopped) -> NoReturn:
     """Says why the guest stopped and exits as a shell would (124 timeout, 130 Ctrl-C)."""
     from pylon.cli.console import print_error
+    from pylon.cli.entry import stopped_status
 
-    print_error(str(exc))
-    if exc.abandoned:
-        # The guest's thread is blocked in a host call and cannot be unwound;
-        # the process ends here instead of waiting for it.
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(exc.exit_status)
-    raise typer.Exit(exc.exit_status)
+    raise typer.Exit(stopped_status(exc, print_error))
 
 
 def _run_static(script: str | None, code: str | None, argv: list[str], env: dict[str, str],
