@@ -8,7 +8,8 @@ This module runs twice in a guest's life, and the difference matters:
   because a module not imported now is not bundled at all. Modules that must
   only run at run time (they resolve caps on import) are stored as source by
   ``pylon._lazy`` and executed on first import.
-* At run time the host calls ``Entry.run`` once.
+* At run time the host calls ``Entry.run`` once, then, in an embedding
+  host's session, ``Entry.run_more`` for each further chunk of code.
 """
 
 import pylon._stdlib
@@ -32,3 +33,6 @@ from wit_world import exports  # noqa: E402
 class Entry(exports.Entry):
     def run(self, argv: list[str], env: list[tuple[str, str]], cwd: str) -> int:
         return pylon._runner.run(argv, env, cwd)
+
+    def run_more(self, code: str) -> int:
+        return pylon._runner.run_more(code)

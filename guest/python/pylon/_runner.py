@@ -97,31 +97,12 @@ def _main_module(filename: str) -> dict:
     return module.__dict__
 
 
-def run(argv: list[str], env: list[tuple[str, str]], cwd: str) -> int:
-    """Runs ``argv`` (``[script, args...]`` or ``["-c", code, args...]``)."""
-    if not argv:
-        print("pylon: nothing to run (no script and no -c)", file=sys.stderr)
-        return 2
-    if argv[0] == "-c":
-        if len(argv) < 2:
-            print("pylon: -c needs an argument", file=sys.stderr)
-            return 2
-        source, filename = argv[1], "<string>"
-        script_argv = ["-c", *argv[2:]]
-        path_entry = ""
-    else:
-        filename = argv[0]
-        script_argv = list(argv)
-        path_entry = os.path.dirname(filename) or "."
-    _reset_process_state(script_argv, env, cwd)
-    sys.path.insert(0, path_entry)
+def _execute(source: str | bytes, filename: str, namespace: dict) -> int:
+    """Compiles and runs ``source`` in ``namespace``; returns the exit status."""
     status = 0
     try:
-        if filename != "<string>":
-            with open(filename, "rb") as f:
-                source = f.read()
         code = compile(source, filename, "exec")
-        exec(code, _main_module(filename))
+        exec(code, namespace)
     except SystemExit as exc:
         status = _exit_status(exc)
     except BaseException as exc:
@@ -134,3 +115,40 @@ def run(argv: list[str], env: list[tuple[str, str]], cwd: str) -> int:
             except Exception:
                 pass
     return status
+
+
+def run(argv: list[str], env: list[tuple[str, str]], cwd: str) -> int:
+    """Runs ``argv`` (``[script, args...]`` or ``["-c", code, args...]``)."""
+    if not argv:
+        print("pylon: nothing to run (no script and no -c)", file=sys.stderr)
+        return 2
+    if argv[0] == "-c":
+        if len(argv) < 2:
+            print("pylon: -c needs an argument", file=sys.stderr)
+            return 2
+        source: str | bytes = argv[1]
+        filename = "<string>"
+        script_argv = ["-c", *argv[2:]]
+        path_entry = ""
+    else:
+        filename = argv[0]
+        script_argv = list(argv)
+        path_entry = os.path.dirname(filename) or "."
+    _reset_process_state(script_argv, env, cwd)
+    sys.path.insert(0, path_entry)
+    namespace = _main_module(filename)
+    if filename != "<string>":
+        try:
+            with open(filename, "rb") as f:
+                source = f.read()
+        except OSError as exc:
+            print(f"pylon: can't open file {filename!r}: {exc}", file=sys.stderr)
+            return 2
+    return _execute(source, filename, namespace)
+
+
+def run_more(code: str) -> int:
+    """Runs ``code`` in the ``__main__`` of the last :func:`run` (a session)."""
+    main = sys.modules.get("__main__")
+    namespace = main.__dict__ if main is not None else _main_module("<string>")
+    return _execute(code, "<string>", namespace)
