@@ -9,7 +9,7 @@ help:
 	@echo "make demo    build everything and run the examples (first run: ~15 min, mostly compiling wasmtime)"
 	@echo "make test    build everything and run the test suite (engine unit tests, then pytest)"
 	@echo "make bench   run the benchmarks (prints ratios)"
-	@echo "make lint    cargo fmt/clippy"
+	@echo "make lint    ruff, mypy --strict and stubtest on the Python; cargo fmt/clippy on the engine"
 
 install:
 	@scripts/bootstrap.sh > /dev/null
@@ -31,6 +31,15 @@ test-engine: install
 bench: setup
 	$(RUN) python benchmarks/run_all.py
 
+# Python: ruff (rules in pyproject.toml), mypy --strict on python/pylon, and
+# stubtest: the engine's stubs (python/pylon/_engine.pyi) against the built
+# engine, minus what stubtest cannot see (stubtest-allowlist.txt).
+# Their caches go to the cache folder, like every other build output.
 lint: install
-	cd engine && CARGO_TARGET_DIR="$${PYLON_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/pylon}/cargo-target" \
+	export RUFF_CACHE_DIR="$${PYLON_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/pylon}/ruff-cache" && \
+		$(RUN) ruff check python tests benchmarks
+	export MYPY_CACHE_DIR="$${PYLON_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/pylon}/mypy-cache" && \
+		$(RUN) mypy --strict && \
+		$(RUN) python -m mypy.stubtest --mypy-config-file pyproject.toml --allowlist stubtest-allowlist.txt pylon._engine
+	cd engine && export CARGO_TARGET_DIR="$${PYLON_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/pylon}/cargo-target" && \
 		cargo fmt --check && cargo clippy --release -- -D warnings
