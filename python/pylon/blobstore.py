@@ -645,7 +645,6 @@ class BlobStore:
                  watchdog: _Watchdog) -> tuple[socket.socket, http.client.HTTPConnection]:
         """A connected (and for https, handshaken) socket, and an HTTPConnection that uses it."""
         import http.client
-        import socket
 
         parts = urllib.parse.urlsplit(url)
         scheme = parts.scheme.lower()

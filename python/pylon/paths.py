@@ -37,6 +37,7 @@ from pathlib import Path
 
 from pylon.errors import StateError
 
+
 def _find_source_root() -> Path:
     """The Pylon checkout that build steps read ``wit/``, ``caps/`` and ``guest/`` from.
 

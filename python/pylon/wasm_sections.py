@@ -10,7 +10,6 @@ MicroPython build's pointer-spill pass reuses the LEB128 helpers.
 
 from __future__ import annotations
 
-
 _MAGIC = b"\0asm"
 
 

@@ -12,6 +12,7 @@ import glob
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from pylon import paths
@@ -24,7 +25,8 @@ WASMTIME_WASI_VERSION = "48.0.8"
 def wasi_wit_dir() -> Path:
     """The ``wit/deps`` folder of the wasmtime-wasi crate (fetched by cargo if needed)."""
     cargo_home = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo"))
-    pattern = str(cargo_home / "registry" / "src" / "*" / f"wasmtime-wasi-{WASMTIME_WASI_VERSION}" / "src" / "p2" / "wit" / "deps")
+    crate = f"wasmtime-wasi-{WASMTIME_WASI_VERSION}"
+    pattern = str(cargo_home / "registry" / "src" / "*" / crate / "src" / "p2" / "wit" / "deps")
     found = sorted(glob.glob(pattern))
     if not found:
         manifest = paths.SOURCE_ROOT / "engine" / "Cargo.toml"
@@ -37,7 +39,7 @@ def wasi_wit_dir() -> Path:
     return Path(found[-1])
 
 
-def assemble(main_package: Path, dest: Path, *, deps: list[Path] = (), wasi: bool = False) -> Path:
+def assemble(main_package: Path, dest: Path, *, deps: Sequence[Path] = (), wasi: bool = False) -> Path:
     """Copies ``main_package``'s .wit files into ``dest`` with ``deps`` under ``dest/deps``."""
     if dest.exists():
         shutil.rmtree(dest)

@@ -41,7 +41,6 @@ def status(
 def clear() -> None:
     """Delete every compiled artifact (they are rebuilt on next use)."""
     from pylon import paths
-
     from pylon.errors import StateError
 
     root = paths.compiled_root()

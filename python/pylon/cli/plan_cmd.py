@@ -173,12 +173,12 @@ def show(plan: Annotated[Path, _PLAN]) -> None:
                   Column("sources", overflow="fold"), Column("limits", no_wrap=True),
                   "wasi", "stored", "trusted", title=str(plan))
     for name, cap in loaded.caps.items():
-        trusted = policy.is_trusted(name, cap.digest)
+        cap_trusted = policy.is_trusted(name, cap.digest)
         table.add_row(
             name, cap.digest, "\n".join(cap.sources) or "-", _limits_text(cap.limits),
             "yes" if cap.wasi else "no",
             "yes" if store.has(cap.digest) else "no",
-            Text("yes", style="green") if trusted else Text("no", style="red"),
+            Text("yes", style="green") if cap_trusted else Text("no", style="red"),
         )
     out.print(table)
 
