@@ -37,14 +37,15 @@ sys.path.insert(0, str(SCRIPTS))  # _timing: one timing loop for the guest and t
 # wasmtime captures a backtrace on every trap when this is set; never time with it.
 os.environ.pop("RUST_BACKTRACE", None)
 
-from pylon import _engine, paths, stock  # noqa: E402
+from _timing import side_by_side  # noqa: E402
+from pylon import _engine, stock  # noqa: E402
+from pylon import paths as paths  # noqa: E402  (the benchmarks use c.paths)
 from pylon.blobstore import BlobStore  # noqa: E402
 from pylon.build import toolchain  # noqa: E402
 from pylon.build.guest import GuestVariant, build_guest  # noqa: E402
 from pylon.engine import ProviderSpec, get_engine  # noqa: E402
 from pylon.runtime import Resolver, load_plan  # noqa: E402
 from pylon.trust import TrustPolicy  # noqa: E402
-from _timing import side_by_side  # noqa: E402
 
 MIB = 1 << 20
 CAP = "crc32c"

@@ -262,8 +262,10 @@ def report(res: dict) -> dict:
         al = d["alloc_ns"]
         print(f"     one Python object (a Value_Integer) costs {al['value_integer'] / 1e3:.2f} us to create in the "
               f"guest, {al['value_integer'] / al['py_call']:.1f} Python calls; with the cyclic GC paused: "
-              f"executemany {med(d['insert_gc_off']) * 1e3:.0f} ms ({med(d['insert_gc_off']) / med(ns['insert']):.2f}x), "
-              f"fetchall {med(d['fetchall_gc_off']) * 1e3:.0f} ms ({med(d['fetchall_gc_off']) / med(ns['fetchall']):.2f}x)")
+              f"executemany {med(d['insert_gc_off']) * 1e3:.0f} ms "
+              f"({med(d['insert_gc_off']) / med(ns['insert']):.2f}x), "
+              f"fetchall {med(d['fetchall_gc_off']) * 1e3:.0f} ms "
+              f"({med(d['fetchall_gc_off']) / med(ns['fetchall']):.2f}x)")
     print(f"     the interpreter: the same pure-Python loop (sum of 1M) guest {med(g['py_loop_s']) * 1e3:.0f} ms, "
           f"host {med(n['py_loop_s']) * 1e3:.0f} ms ({med(g['py_loop_s']) / med(n['py_loop_s']):.2f}x)")
 
@@ -279,7 +281,8 @@ def report(res: dict) -> dict:
     z = g["zstd_diag"]
     if z:
         print("   where the guest's time goes:")
-        print(f"     16 MiB into the cap (a non-frame, refused after lowering): {med(z['copy_in_16mib']) * 1e3:.1f} ms; "
+        print(f"     16 MiB into the cap (a non-frame, refused after lowering): "
+              f"{med(z['copy_in_16mib']) * 1e3:.1f} ms; "
               f"decompress 16 MiB of zeros (memset + lift out): {med(z['zeros_decompress_16mib']) * 1e3:.1f} ms "
               f"(native {med(n['zeros_decompress_16mib']) * 1e3:.1f} ms); bytearray(16 MiB) "
               f"{med(z['guest_memcpy_16mib']) * 1e3:.1f} ms (native {med(n['memcpy_16mib']) * 1e3:.1f} ms)")

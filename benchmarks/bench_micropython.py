@@ -165,7 +165,8 @@ def main() -> int:
     legacy = build_micropython(["crc32c"], "legacy")
     for name, path in (("static module, exnref", exnref), ("static module, legacy", legacy)):
         raw = path.stat().st_size
-        rows.append((f"size: {name}", f"{raw / 1024:.0f} KiB ({len(gzip.compress(path.read_bytes())) / 1024:.0f} KiB gzipped)"))
+        gzipped = len(gzip.compress(path.read_bytes()))
+        rows.append((f"size: {name}", f"{raw / 1024:.0f} KiB ({gzipped / 1024:.0f} KiB gzipped)"))
     cpy = cpython_pylon()
     if cpy:
         rows.append(("size: CPython pylon (componentize-py guest)", f"{cpy.stat().st_size / 1024 / 1024:.1f} MiB"))

@@ -43,8 +43,9 @@ def run(st: c.Stock, composed: c.Composed, sizes: list[int] = SIZES) -> dict:
     for size in HOST_SIZES:
         buf = bytes(range(256)) * (size // 256)
         assert provider.invoke("crc32c", buf) == crc32c.crc32c(buf).to_bytes(4, "little")
-        out["host_engine"][size] = c.per_call_ns(lambda: provider.invoke("crc32c", buf), target_s=0.2, repeats=5)
-        out["native"][size] = c.per_call_ns(lambda: crc32c.crc32c(buf), target_s=0.2, repeats=5)
+        out["host_engine"][size] = c.per_call_ns(lambda buf=buf: provider.invoke("crc32c", buf),
+                                                 target_s=0.2, repeats=5)
+        out["native"][size] = c.per_call_ns(lambda buf=buf: crc32c.crc32c(buf), target_s=0.2, repeats=5)
     return out
 
 

@@ -149,7 +149,8 @@ def main() -> int:
               f"{mb_s(size, thr['host_engine'][size]):6.0f} MB/s;  native CPython crc32c: "
               f"{mb_s(size, thr['native'][size]):6.0f} MB/s")
     if inv.get("wtpy_provider_leg_1mib"):
-        print(f"     1 MiB host -> provider through wasmtime-py: {mb_s(1 << 20, inv['wtpy_provider_leg_1mib']):.2f} MB/s")
+        print(f"     1 MiB host -> provider through wasmtime-py: "
+              f"{mb_s(1 << 20, inv['wtpy_provider_leg_1mib']):.2f} MB/s")
     print(f"   Extism reference: {EXTISM['mb_s']} MB/s at 1-256 MiB (native C there: {EXTISM['native_mb_s']} MB/s)")
 
     # -- 3. start-up ---------------------------------------------------------

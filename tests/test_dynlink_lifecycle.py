@@ -89,8 +89,6 @@ def test_unreachable_source_is_a_clear_guest_error(pylon: Pylon, tmp_path: Path,
 
 
 def test_second_run_compiles_nothing(pylon: Pylon) -> None:
-    code = ("import _crc32c_dynlink_cap\n"
-            "from pylon import _engine, paths\n")
     assert pylon.run_code("import _crc32c_dynlink_cap").returncode == 0
     # A second process sees both the guest and the cap in the on-disk cache.
     check = pylon.composectl("cache", "status")

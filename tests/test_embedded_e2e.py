@@ -245,8 +245,8 @@ def test_lean_build_lacks_the_dropped_cap_and_falls_back_to_dynlink(pylon: Pylon
 
 def test_compose_script_refuses_unknown_flags(tmp_path: Path) -> None:
     script = REPO / "scripts" / "compose-python-component.sh"
-    bad = subprocess.run(["bash", str(script), str(tmp_path / "x.wasm")], env={"WITH_SQLLITE": "0", "PATH": "/usr/bin:/bin"},
-                         capture_output=True, text=True)
+    bad = subprocess.run(["bash", str(script), str(tmp_path / "x.wasm")],
+                         env={"WITH_SQLLITE": "0", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown flag WITH_SQLLITE" in bad.stderr
     bad = subprocess.run(["bash", str(script)], env={"WITH_ZSTD": "no", "PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True)

@@ -106,8 +106,8 @@ def test_full_plan_contents() -> None:
 
 
 def test_non_canonical_input_normalises() -> None:
-    text = '{"caps": {"b": {"sources": [], "digest": "%s"}, "a": {"digest": "%s", "sources": []}},' \
-           ' "pylon-plan": 1}' % (D1, D2)
+    text = f'{{"caps": {{"b": {{"sources": [], "digest": "{D1}"}}, "a": {{"digest": "{D2}", "sources": []}}}},' \
+           ' "pylon-plan": 1}'
     plan = loads(text)
     doc = json.loads(plan.dumps())
     assert list(doc["caps"]) == ["a", "b"]
@@ -294,7 +294,7 @@ def test_deep_nesting_is_a_plan_error_with_a_path(text: str) -> None:
 def test_nesting_up_to_the_limit_is_left_to_the_schema() -> None:
     inside = "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)
     with pytest.raises(PlanError, match=r"at \$\.caps: expected an object, got a list"):
-        loads('{"pylon-plan": 1, "caps": %s}' % inside)
+        loads(f'{{"pylon-plan": 1, "caps": {inside}}}')
 
 
 def test_validation_cannot_be_skipped_through_the_cache(tmp_path: Path,

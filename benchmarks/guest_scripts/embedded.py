@@ -10,14 +10,13 @@ the host, on a preopened folder). Timings are in seconds per sample
 import gc
 import json
 import sys
-import time
 
-import crc32c
 import _crc32c_dynlink_cap as crc32c_dynlink
-from pylon import sqlite, zstd
+import crc32c
 
 import _embedded_work as work
 from _timing import side_by_side
+from pylon import sqlite, zstd
 
 out_path, data_path, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with open(data_path, "rb") as f:

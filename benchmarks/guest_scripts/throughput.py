@@ -10,10 +10,10 @@ the figure is the cost of getting 16 MiB into the cap and an error back.
 import json
 import sys
 
-from pylon import dynlink
 from wit_world.imports import provider
 
 from _timing import side_by_side
+from pylon import dynlink
 
 COPY_ONLY_SIZE = 16 << 20
 
@@ -37,8 +37,8 @@ for size in map(int, sys.argv[2:]):
     assert dyn("crc32c", buf) == composed("crc32c", buf)
     big = size >= 64 << 20
     result[size] = side_by_side({
-        "dynlink": lambda: dyn("crc32c", buf),
-        "composed": lambda: composed("crc32c", buf),
+        "dynlink": lambda buf=buf: dyn("crc32c", buf),
+        "composed": lambda buf=buf: composed("crc32c", buf),
     }, target_s=0.3 if big else 0.15, repeats=3 if big else 5)
     if size == COPY_ONLY_SIZE:
         result[size].update(side_by_side({
