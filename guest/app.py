@@ -8,9 +8,13 @@ This module runs twice in a guest's life, and the difference matters:
   because a module not imported now is not bundled at all. Modules that must
   only run at run time (they resolve caps on import) are stored as source by
   ``pylon._lazy`` and executed on first import.
-* At run time the host calls ``Entry.run`` once, then, in an embedding
-  host's session, ``Entry.run_more`` for each further chunk of code.
+* At run time Pylon's engine calls ``Entry.run`` once, then, in an
+  embedding host's session, ``Entry.run_more`` for each further chunk of
+  code. Any other component host (wasmtime-py, ``wasmtime run``, jco) calls
+  ``Run.run``, the ``wasi:cli/run`` export, instead (docs/portable.md).
 """
+
+import sys
 
 import pylon._stdlib
 import pylon._lazy
@@ -27,7 +31,11 @@ import pylon.zstd  # noqa: F401
 pylon._stdlib.preimport_all()
 pylon._lazy.install()
 
+from componentize_py_types import Err  # noqa: E402
 from wit_world import exports  # noqa: E402
+# Imported now, at build time, so componentize-py bundles the bindings.
+from wit_world.imports import environment as _environment  # noqa: E402
+from wit_world.imports import exit as _exit  # noqa: E402
 
 
 class Entry(exports.Entry):
@@ -36,3 +44,31 @@ class Entry(exports.Entry):
 
     def run_more(self, code: str) -> int:
         return pylon._runner.run_more(code)
+
+
+class Run(exports.Run):
+    """``wasi:cli/run``: the command-line face for hosts other than Pylon's engine.
+
+    argv, the environment and the working directory come from
+    ``wasi:cli/environment`` (argv[0] is the program name, then
+    ``script.py args...`` or ``-c CODE args...``, as for ``python``).
+    """
+
+    def run(self) -> None:
+        argv = _environment.get_arguments()
+        # A host with no notion of a working directory gives none: WASI's
+        # own default (what wasi-libc starts from) is the root.
+        cwd = _environment.initial_cwd() or "/"
+        status = pylon._runner.run(argv[1:], _environment.get_environment(), cwd)
+        if status == 0:
+            return
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        # `run` itself can only say ok or err (a host shows err as 1);
+        # exit-with-code carries the status itself, reduced to 0-255 as
+        # a POSIX shell sees it (sys.exit(-1) is 255). It does not return.
+        _exit.exit_with_code(status & 0xFF)
+        raise Err(None)  # a host whose exit-with-code returned: still a failure
