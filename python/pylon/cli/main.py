@@ -37,7 +37,7 @@ class _RendersPylonErrors(TyperGroup):
 _COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pylon.cli.run_cmd", "register"),
     "setup": ("pylon.cli.setup_cmd", "register"),
-    "build": ("pylon.cli.setup_cmd", "register"),
+    "build": ("pylon.cli.build_cmd", "register"),
     "plan": ("pylon.cli.plan_cmd", "group"),
     "blob": ("pylon.cli.blob_cmd", "group"),
     "trust": ("pylon.cli.trust_cmd", "group"),

@@ -1,0 +1,71 @@
+"""``composectl build``: the build command, with ``--portable`` on top of the
+profiles ``pylon.cli.setup_cmd.build`` builds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pylon.cli import setup_cmd
+from pylon.cli.console import say
+
+__all__ = ["register"]
+
+
+def build(
+    out: Annotated[Path | None, typer.Option(
+        "-o", "--output", metavar="FILE", help="Copy the built module to FILE.")] = None,
+    profile: Annotated[str, typer.Option(
+        "--profile", metavar="PROFILE",
+        help="cpython: pylon.wasm, a component (default). micropython-static: one flat wasi-preview1 "
+             "module with caps' C folded in, for runtimes without the component model.")] = "cpython",
+    with_caps: Annotated[list[str] | None, typer.Option(
+        "--with", metavar="CAP", help="Embed exactly these caps (repeatable). cpython default: crc32c, "
+        "sqlite, zstd; micropython-static: required.")] = None,
+    without_caps: Annotated[list[str] | None, typer.Option(
+        "--without", metavar="CAP", help="cpython: embed the stock caps but CAP (repeatable); "
+        "a cap left out is still reachable by runtime dynlink.")] = None,
+    eh: Annotated[str, typer.Option(
+        "--eh", metavar="FLAVOUR", help="micropython-static: wasm exception handling, exnref (wasmtime, "
+        "our engine) or legacy (runtimes on the legacy proposal: WAMR iwasm, node).")] = "exnref",
+    portable: Annotated[bool, typer.Option(
+        "--portable", help="cpython: compose into pylon.wasm a router serving every cap with a dynlink face "
+        "(caps/*/dynlink.c), so it imports only WASI and runs on any component host (docs/portable.md).")] = False,
+) -> None:
+    """Build pylon.wasm (lean, fat, stock or portable) or the MicroPython static module; print digest and path."""
+    if not portable:
+        setup_cmd.build(out=out, profile=profile, with_caps=with_caps, without_caps=without_caps, eh=eh)
+        return
+    from pylon.build.guest import check_embed, stock_embedded
+    from pylon.build.portable import build_portable
+    from pylon.errors import BuildError
+
+    if profile != "cpython":
+        raise BuildError("--portable applies to the cpython profile (the micropython-static module is "
+                         "already a plain wasi-preview1 module)")
+    if with_caps is not None and without_caps:
+        raise BuildError("give --with (exactly these caps) or --without (stock minus these), not both")
+    if with_caps is not None:
+        embed = check_embed(with_caps)
+    else:
+        dropped = set(check_embed(without_caps or []))
+        embed = tuple(c for c in stock_embedded() if c not in dropped)
+    result = build_portable(embed=embed)
+    path = result.path
+    if out is not None:
+        shutil.copyfile(path, out)
+        path = out
+    say(f"embedded caps: {', '.join(result.embedded) or 'none'}; routed caps: {', '.join(result.routed)}")
+    say(f"built {path.name} ({path.stat().st_size / 2**20:.2f} MiB), imports only wasi:*")
+    typer.echo(f"{result.digest} {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Adds ``build`` to the top-level app, in place of setup_cmd's own."""
+    # setup_cmd.register adds its `build` too (with `setup`); a group maps a
+    # name to one command, so drop that one rather than rely on which wins.
+    app.registered_commands[:] = [c for c in app.registered_commands if c.name != "build"]
+    app.command("build")(build)
