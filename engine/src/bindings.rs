@@ -9,7 +9,7 @@ pub mod host {
         // guest from inside a host call, not come back as a cap error.
         imports: { default: trappable },
         with: {
-            "compose:dynlink/linker.instance": crate::provider::LiveProvider,
+            "compose:dynlink/linker.instance": crate::hostcap::CapInstance,
         },
     });
 }

@@ -18,6 +18,9 @@ pub struct Shared {
     pub engine: Engine,
     /// Compiled components and modules, in memory and on disk.
     pub cache: CompileCache,
+    /// Whether wasm code meters fuel (a deterministic CPU budget). Compiled
+    /// code differs, so such an engine has artifacts of its own.
+    pub fuel: bool,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -31,7 +34,7 @@ impl Shared {
     ///
     /// # Errors
     /// When wasmtime rejects the config or the cache folder cannot be made.
-    pub fn new(cache_dir: Option<std::path::PathBuf>) -> Result<Arc<Self>> {
+    pub fn new(cache_dir: Option<std::path::PathBuf>, fuel: bool) -> Result<Arc<Self>> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_exceptions(true);
@@ -41,6 +44,7 @@ impl Shared {
         // 2 MiB of native stack for wasm (default 512 KiB): MicroPython's
         // interpreter recurses deeply in C, and CPython's guest likewise.
         config.max_wasm_stack(2 << 20);
+        config.consume_fuel(fuel);
         let engine = Engine::new(&config)?;
         let cache = CompileCache::new(&engine, cache_dir)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
@@ -59,6 +63,7 @@ impl Shared {
         Ok(Arc::new(Shared {
             engine,
             cache,
+            fuel,
             stop_ticker,
         }))
     }

@@ -36,6 +36,7 @@ pub fn engine_error(err: wasmtime::Error) -> PyErr {
             let class = match stopped.why {
                 Stop::TimedOut => "GuestTimeout",
                 Stop::Interrupted => "GuestInterrupted",
+                Stop::OutOfFuel => "GuestOutOfFuel",
             };
             let e = pylon_error(py, class, format!("the guest {stopped}"));
             let _ = e.value(py).setattr("seconds", stopped.after.as_secs_f64());

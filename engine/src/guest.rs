@@ -3,15 +3,17 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wasmtime::component::Linker;
+use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, TypedFunc};
 use wasmtime::error::Context;
 use wasmtime::{format_err, Result};
 use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use crate::bindings::host::DynlinkHost;
 use crate::engine::Shared;
-use crate::limits::{Limiter, RunControl, RunSignal, Stopped};
+use crate::limits::{Limiter, RunControl, RunSignal, Stop, Stopped};
+use crate::output::{Output, OutputMode};
 use crate::linker::{GuestState, RunContext};
 use crate::provider::ProviderLinkers;
 
@@ -53,25 +55,34 @@ pub fn add_preopens(wasi: &mut WasiCtxBuilder, preopens: &[Preopen]) -> Result<(
 
 /// What one guest run gets.
 pub struct GuestRun {
-    /// The guest component's blob (read only when it must be compiled).
-    pub path: PathBuf,
-    /// `sha256:<hex>` the blob must match, or empty to hash the file.
-    pub digest: String,
     /// `argv` as Python will see it in `sys.argv` (after the `-c` handling).
     pub argv: Vec<String>,
     /// Environment variables.
     pub env: Vec<(String, String)>,
     /// The guest's working directory.
     pub cwd: String,
+    /// Everything else: folders, limits, stdio, stop control, caps.
+    pub setup: GuestSetup,
+}
+
+/// How a guest instance is set up (the same for every call of a session).
+pub struct GuestSetup {
     /// Folders the guest may see.
     pub preopens: Vec<Preopen>,
     /// The guest's limits.
     pub limits: GuestLimits,
-    /// The run's wall-clock limit (counted from when the guest starts, not
-    /// while its code is loaded).
+    /// The first call's wall-clock limit (counted from when the guest starts,
+    /// not while its code is loaded).
     pub timeout: Option<std::time::Duration>,
-    /// The run's stop flag, held by whoever may stop it.
+    /// The first call's stop flag, held by whoever may stop it.
     pub signal: Option<Arc<RunSignal>>,
+    /// Bytes the guest reads on stdin (`None`: the host's stdin when its
+    /// output is inherited, else empty).
+    pub stdin: Option<Vec<u8>>,
+    /// Where the guest's stdout goes.
+    pub stdout: OutputMode,
+    /// Where the guest's stderr goes.
+    pub stderr: OutputMode,
     /// Resolver, reporter, provider budget and stop control of the run.
     pub run: RunContext,
 }
@@ -81,6 +92,9 @@ pub struct GuestRun {
 pub struct GuestLimits {
     /// Total linear memory and tables of the guest, bytes.
     pub memory_bytes: u64,
+    /// Fuel for each call (an engine built with fuel only; `None` there
+    /// means unlimited).
+    pub fuel: Option<u64>,
 }
 
 /// The guest linker: WASI plus `compose:dynlink/linker`.
@@ -119,70 +133,268 @@ pub fn explain_start_failure(
     err
 }
 
-/// Instantiates the guest and calls its entry; returns the exit status.
+/// The guest component ready to instantiate: linked once, reused by
+/// every run (wasmtime's `InstancePre`; instantiation then maps the
+/// pre-initialised heap copy-on-write instead of building it).
+pub struct PreparedGuest {
+    pre: InstancePre<GuestState>,
+    run: ComponentExportIndex,
+    run_more: Option<ComponentExportIndex>,
+}
+
+impl PreparedGuest {
+    /// Loads (verifying or authenticating, see [`crate::cache`]) and links
+    /// the guest at `path`.
+    ///
+    /// # Errors
+    /// When it cannot be loaded, needs imports the host does not offer, or
+    /// is not a Pylon guest.
+    pub fn load(
+        shared: &Shared,
+        linker: &Linker<GuestState>,
+        path: &std::path::Path,
+        digest: &str,
+    ) -> Result<Self> {
+        let (component, _) = shared
+            .cache
+            .component(&shared.engine, path, digest)
+            .context("cannot load the guest")?;
+        let entry = component
+            .get_export_index(None, ENTRY_INTERFACE)
+            .ok_or_else(|| {
+                format_err!("the guest does not export {ENTRY_INTERFACE}: is it a Pylon guest?")
+            })?;
+        let run = component
+            .get_export_index(Some(&entry), "run")
+            .ok_or_else(|| format_err!("{ENTRY_INTERFACE} has no `run`"))?;
+        // Older guests have no `run-more`: they run, but cannot hold a session.
+        let run_more = component.get_export_index(Some(&entry), "run-more");
+        let pre = linker
+            .instantiate_pre(&component)
+            .context("cannot link the guest")?;
+        Ok(PreparedGuest { pre, run, run_more })
+    }
+}
+
+/// What a call of a guest returns besides its status.
+#[derive(Default)]
+pub struct Captured {
+    /// Captured stdout (empty unless captured).
+    pub stdout: Vec<u8>,
+    /// Captured stderr.
+    pub stderr: Vec<u8>,
+    /// Bytes dropped over the capture limit, stdout and stderr together.
+    pub dropped: u64,
+    /// Fuel the call consumed (engines with fuel only).
+    pub fuel_consumed: Option<u64>,
+}
+
+type RunFunc = TypedFunc<(Vec<String>, Vec<(String, String)>, String), (i32,)>;
+type RunMoreFunc = TypedFunc<(String,), (i32,)>;
+
+/// A live guest instance: one run, or a session of several calls.
+pub struct LiveGuest {
+    store: Store<GuestState>,
+    run: RunFunc,
+    run_more: Option<RunMoreFunc>,
+    control: Arc<RunControl>,
+    stdout: Option<Output>,
+    stderr: Option<Output>,
+    /// Fuel each call gets, when the engine meters fuel.
+    fuel: Option<u64>,
+    /// Set once a call was stopped or trapped: the instance's state is
+    /// unknown, so it takes no more calls.
+    dead: Option<String>,
+}
+
+fn stream(mode: OutputMode) -> (Option<Output>, bool) {
+    match mode {
+        OutputMode::Inherit => (None, true),
+        OutputMode::Capture(limit) => (Some(Output::capture(limit)), false),
+        OutputMode::Stream(cb) => (Some(Output::stream(cb)), false),
+    }
+}
+
+impl LiveGuest {
+    /// Instantiates `prepared` with `setup`'s folders, limits, stdio and caps.
+    ///
+    /// Must be called without the GIL held: the resolver re-acquires it.
+    ///
+    /// # Errors
+    /// When a folder cannot be opened or instantiation fails (a memory
+    /// limit too small for the guest to start, a trap in its start-up).
+    pub fn start(
+        shared: &Arc<Shared>,
+        linkers: &Arc<ProviderLinkers>,
+        prepared: &PreparedGuest,
+        argv: &[String],
+        env: &[(String, String)],
+        cwd: &str,
+        setup: GuestSetup,
+    ) -> Result<Self> {
+        let mut wasi = WasiCtx::builder();
+        wasi.args(argv).envs(env).initial_cwd(cwd);
+        let (stdout, inherit_out) = stream(setup.stdout);
+        let (stderr, inherit_err) = stream(setup.stderr);
+        match &stdout {
+            Some(out) => wasi.stdout(out.clone()),
+            None => wasi.inherit_stdout(),
+        };
+        match &stderr {
+            Some(out) => wasi.stderr(out.clone()),
+            None => wasi.inherit_stderr(),
+        };
+        match setup.stdin {
+            Some(bytes) => wasi.stdin(MemoryInputPipe::new(bytes)),
+            // The CLI's guest reads the terminal like `python` does; an
+            // embedded guest reads nothing unless given bytes.
+            None if inherit_out && inherit_err => wasi.inherit_stdin(),
+            None => &mut wasi,
+        };
+        add_preopens(&mut wasi, &setup.preopens)?;
+        let control = RunControl::start(setup.timeout, setup.signal);
+        let mut context = setup.run;
+        context.control = Some(control.clone());
+        let limiter = Limiter::new(setup.limits.memory_bytes, None);
+        let state = GuestState::new(
+            wasi.build(),
+            limiter,
+            shared.clone(),
+            linkers.clone(),
+            context,
+        );
+        let mut store = Store::new(&shared.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(usize::MAX);
+        let fuel = shared
+            .fuel
+            .then(|| setup.limits.fuel.unwrap_or(u64::MAX));
+        if let Some(fuel) = fuel {
+            store.set_fuel(fuel)?;
+        }
+        stop_on(&mut store, control.clone());
+
+        let instance = prepared
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| {
+                explain_start_failure(e, &store.data().limiter, setup.limits.memory_bytes)
+            })
+            .context("cannot instantiate the guest")?;
+        let run = instance
+            .get_typed_func(&mut store, prepared.run)
+            .context("the guest's entry has the wrong signature")?;
+        let run_more = match prepared.run_more {
+            Some(index) => Some(
+                instance
+                    .get_typed_func(&mut store, index)
+                    .context("the guest's run-more has the wrong signature")?,
+            ),
+            None => None,
+        };
+        Ok(LiveGuest {
+            store,
+            run,
+            run_more,
+            control,
+            stdout,
+            stderr,
+            fuel,
+            dead: None,
+        })
+    }
+
+    /// Runs the script or `-c` code of `argv`; returns its exit status.
+    ///
+    /// # Errors
+    /// A stop ([`Stopped`]: timeout, interrupt, fuel) or a trap.
+    pub fn run(&mut self, argv: Vec<String>, env: Vec<(String, String)>, cwd: String) -> Result<i32> {
+        let run = self.run;
+        self.call(move |store| run.call(store, (argv, env, cwd)).map(|(code,)| code))
+    }
+
+    /// Runs more code in the `__main__` of the last run, under a fresh
+    /// time limit and stop flag.
+    ///
+    /// # Errors
+    /// As [`Self::run`], or when the guest cannot hold a session.
+    pub fn run_more(
+        &mut self,
+        code: String,
+        timeout: Option<std::time::Duration>,
+        signal: Option<Arc<RunSignal>>,
+    ) -> Result<i32> {
+        let Some(run_more) = self.run_more else {
+            return Err(format_err!(
+                "this guest cannot hold a session (it has no run-more): rebuild it with `composectl setup`"
+            ));
+        };
+        self.control.restart(timeout, signal);
+        self.store.data_mut().limiter.reset_hit();
+        self.call(move |store| run_more.call(store, (code,)).map(|(code,)| code))
+    }
+
+    fn call(
+        &mut self,
+        f: impl FnOnce(&mut Store<GuestState>) -> Result<i32>,
+    ) -> Result<i32> {
+        if let Some(why) = &self.dead {
+            return Err(format_err!("the session ended: {why}"));
+        }
+        if let Some(fuel) = self.fuel {
+            self.store.set_fuel(fuel)?;
+        }
+        let result = finish(f(&mut self.store), &self.control);
+        if let Err(e) = &result {
+            self.dead = Some(format!("{e}"));
+        }
+        result
+    }
+
+    /// What the last call wrote (captured streams only) and the fuel used so
+    /// far; the captures are emptied.
+    pub fn take_captured(&mut self) -> Captured {
+        let (stdout, d1) = self.stdout.as_ref().map(Output::take).unwrap_or_default();
+        let (stderr, d2) = self.stderr.as_ref().map(Output::take).unwrap_or_default();
+        let fuel_consumed = self
+            .fuel
+            .and_then(|budget| Some(budget.saturating_sub(self.store.get_fuel().ok()?)));
+        Captured {
+            stdout,
+            stderr,
+            dropped: d1 + d2,
+            fuel_consumed,
+        }
+    }
+}
+
+/// Instantiates the guest and calls its entry once; returns the exit status
+/// and what it wrote to captured streams.
 ///
 /// Must be called without the GIL held: the resolver re-acquires it.
 ///
 /// # Errors
-/// When the guest cannot be compiled or instantiated, traps, or is stopped
-/// (a [`crate::limits::Stopped`] error: timeout or interrupt). A Python
+/// When the guest cannot be instantiated, traps, or is stopped
+/// (a [`crate::limits::Stopped`] error: timeout, interrupt or fuel). A Python
 /// exception in the script is not an error here: the guest prints the
 /// traceback and returns a non-zero status.
 pub fn run_guest(
     shared: &Arc<Shared>,
-    linker: &Linker<GuestState>,
     linkers: &Arc<ProviderLinkers>,
+    prepared: &PreparedGuest,
     run: GuestRun,
-) -> Result<i32> {
-    let (component, _) = shared
-        .cache
-        .component(&shared.engine, &run.path, &run.digest)
-        .context("cannot load the guest")?;
-
-    let mut wasi = WasiCtx::builder();
-    wasi.inherit_stdio()
-        .args(&run.argv)
-        .envs(&run.env)
-        .initial_cwd(&run.cwd);
-    add_preopens(&mut wasi, &run.preopens)?;
-    let control = RunControl::start(run.timeout, run.signal);
-    let mut context = run.run;
-    context.control = Some(control.clone());
-    let limiter = Limiter::new(run.limits.memory_bytes, None);
-    let state = GuestState::new(
-        wasi.build(),
-        limiter,
-        shared.clone(),
-        linkers.clone(),
-        context,
-    );
-    let mut store = Store::new(&shared.engine, state);
-    store.limiter(|s| &mut s.limiter);
-    store.set_hostcall_fuel(usize::MAX);
-    stop_on(&mut store, control.clone());
-
-    let instance = linker
-        .instantiate(&mut store, &component)
-        .map_err(|e| explain_start_failure(e, &store.data().limiter, run.limits.memory_bytes))
-        .context("cannot instantiate the guest")?;
-    let entry = instance
-        .get_export_index(&mut store, None, ENTRY_INTERFACE)
-        .ok_or_else(|| {
-            format_err!("the guest does not export {ENTRY_INTERFACE}: is it a Pylon guest?")
-        })?;
-    let run_index = instance
-        .get_export_index(&mut store, Some(&entry), "run")
-        .ok_or_else(|| format_err!("{ENTRY_INTERFACE} has no `run`"))?;
-    let func = instance
-        .get_typed_func::<(Vec<String>, Vec<(String, String)>, String), (i32,)>(
-            &mut store, &run_index,
-        )
-        .context("the guest's entry has the wrong signature")?;
-    finish(
-        func.call(&mut store, (run.argv, run.env, run.cwd))
-            .map(|(code,)| code),
-        &control,
-    )
+) -> Result<(i32, Captured)> {
+    let mut guest = LiveGuest::start(
+        shared,
+        linkers,
+        prepared,
+        &run.argv,
+        &run.env,
+        &run.cwd,
+        run.setup,
+    )?;
+    let status = guest.run(run.argv, run.env, run.cwd)?;
+    Ok((status, guest.take_captured()))
 }
 
 /// The exit status of a finished run: its own, an `exit(n)`, or the error
@@ -198,6 +410,9 @@ pub fn finish(result: Result<i32>, control: &RunControl) -> Result<i32> {
             }
             if let Some(stopped) = err.downcast_ref::<Stopped>() {
                 return Err(wasmtime::Error::new(control.stopped(stopped.why)));
+            }
+            if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) {
+                return Err(wasmtime::Error::new(control.stopped(Stop::OutOfFuel)));
             }
             Err(err.context("the guest trapped"))
         }

@@ -25,8 +25,10 @@ mod core_p1;
 mod engine;
 mod errors;
 mod guest;
+mod hostcap;
 mod limits;
 mod linker;
+mod output;
 mod provider;
 mod py_api;
 mod sealed;
@@ -39,7 +41,11 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py_api::Engine>()?;
     m.add_class::<py_api::Provider>()?;
     m.add_class::<py_api::Interrupt>()?;
+    m.add_class::<py_api::Guest>()?;
+    m.add_class::<py_api::Session>()?;
+    m.add_class::<py_api::Outcome>()?;
     m.add_class::<provider::ProviderSpec>()?;
+    m.add_class::<hostcap::HostCapSpec>()?;
     m.add("WASMTIME_VERSION", "48.0.8")?;
     Ok(())
 }

@@ -224,6 +224,8 @@ pub enum Stop {
     TimedOut,
     /// Someone asked it to stop (Ctrl-C, an embedding host).
     Interrupted,
+    /// It used up its fuel (the deterministic CPU budget).
+    OutOfFuel,
 }
 
 /// A stop, as the error that unwinds the guest (found again with `downcast`).
@@ -241,6 +243,7 @@ impl std::fmt::Display for Stopped {
         match self.why {
             Stop::TimedOut => write!(f, "timed out after {secs:.2} s"),
             Stop::Interrupted => write!(f, "was interrupted after {secs:.2} s"),
+            Stop::OutOfFuel => write!(f, "ran out of fuel after {secs:.2} s"),
         }
     }
 }
@@ -274,32 +277,57 @@ impl RunSignal {
 }
 
 /// One run's deadline and stop flag, shared with whoever may stop it.
+///
+/// A session runs several calls in one Store: each call [`restart`]s the
+/// control with its own time limit and stop flag, and everything holding the
+/// control (the guest's epoch callback, its providers) sees the new one.
+///
+/// [`restart`]: RunControl::restart
 #[derive(Debug)]
 pub struct RunControl {
+    phase: Mutex<Phase>,
+}
+
+/// The current call's stop flag, start and deadline.
+#[derive(Debug)]
+struct Phase {
     signal: Arc<RunSignal>,
     started: Instant,
     deadline: Option<Instant>,
+}
+
+impl Phase {
+    fn begin(timeout: Option<Duration>, signal: Option<Arc<RunSignal>>) -> Self {
+        let signal = signal.unwrap_or_default();
+        let started = Instant::now();
+        *signal.started.lock().unwrap() = Some(started);
+        Phase {
+            signal,
+            started,
+            deadline: timeout.map(|t| started + t),
+        }
+    }
 }
 
 impl RunControl {
     /// Control for a run whose guest starts running now, with an optional
     /// time limit; `signal` is what its owner holds (`None`: a private one).
     pub fn start(timeout: Option<Duration>, signal: Option<Arc<RunSignal>>) -> Arc<Self> {
-        let signal = signal.unwrap_or_default();
-        let started = Instant::now();
-        *signal.started.lock().unwrap() = Some(started);
         Arc::new(RunControl {
-            signal,
-            started,
-            deadline: timeout.map(|t| started + t),
+            phase: Mutex::new(Phase::begin(timeout, signal)),
         })
     }
 
-    /// A [`Stopped`] for `why`, timed from the start of the run.
+    /// Starts the next call of a session: a fresh time limit and stop flag.
+    pub fn restart(&self, timeout: Option<Duration>, signal: Option<Arc<RunSignal>>) {
+        *self.phase.lock().unwrap() = Phase::begin(timeout, signal);
+    }
+
+    /// A [`Stopped`] for `why`, timed from the start of the current call.
     pub fn stopped(&self, why: Stop) -> Stopped {
         Stopped {
             why,
-            after: self.started.elapsed(),
+            after: self.phase.lock().unwrap().started.elapsed(),
         }
     }
 
@@ -308,14 +336,16 @@ impl RunControl {
     /// # Errors
     /// When a stop was requested or the deadline has passed.
     pub fn check(&self) -> Result<()> {
-        let why = if self.signal.stop_requested() {
+        let phase = self.phase.lock().unwrap();
+        let why = if phase.signal.stop_requested() {
             Stop::Interrupted
-        } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
+        } else if phase.deadline.is_some_and(|d| Instant::now() >= d) {
             Stop::TimedOut
         } else {
             return Ok(());
         };
-        Err(wasmtime::Error::new(self.stopped(why)))
+        let after = phase.started.elapsed();
+        Err(wasmtime::Error::new(Stopped { why, after }))
     }
 }
 

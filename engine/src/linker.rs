@@ -4,7 +4,8 @@
 //! where the plan lookup, the trust gate and the first-use fetch happen, and
 //! a refusal there means the provider is never instantiated. The engine then
 //! instantiates the provider in its own Store and hands the guest an
-//! `instance` resource that owns it.
+//! `instance` resource that owns it. An embedding host's own caps come back
+//! as a [`HostCapSpec`] instead and are served by its Python code.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::bindings::host::compose::dynlink::linker::{Host, HostInstance};
 use crate::bindings::host::compose::dynlink::types;
 use crate::bindings::DynError;
 use crate::engine::Shared;
+use crate::hostcap::{CapInstance, HostCap, HostCapSpec};
 use crate::limits::{Limiter, RunBudget, RunControl, Stop, Stopped};
 use crate::provider::{LiveProvider, ProviderLinkers, ProviderSpec};
 
@@ -46,6 +48,12 @@ pub struct RunContext {
     pub budget: Arc<RunBudget>,
     /// The run's deadline and stop flag (set when the guest starts running).
     pub control: Option<Arc<RunControl>>,
+}
+
+/// What the resolver answered for a name.
+enum Resolved {
+    Wasm(ProviderSpec),
+    Host(HostCapSpec),
 }
 
 impl GuestState {
@@ -85,18 +93,26 @@ impl GuestState {
     /// The resolver's answer: a spec, a refusal for the guest, or a trap when
     /// the host itself is being interrupted (a `KeyboardInterrupt` or
     /// `SystemExit` there is never turned into a cap error).
-    fn ask_resolver(&self, name: &str) -> Result<Result<ProviderSpec, DynError>> {
+    fn ask_resolver(&self, name: &str) -> Result<Result<Resolved, DynError>> {
         let Some(resolver) = &self.resolver else {
             return Ok(Err(DynError::NotFound(format!(
                 "cap '{name}': this run has no plan to resolve caps from"
             ))));
         };
         Python::attach(|py| match resolver.call1(py, (name,)) {
-            Ok(obj) => Ok(obj.extract::<ProviderSpec>(py).map_err(|e| {
-                DynError::NotFound(format!(
-                    "cap '{name}': resolver returned no ProviderSpec: {e}"
-                ))
-            })),
+            Ok(obj) => {
+                if let Ok(spec) = obj.extract::<ProviderSpec>(py) {
+                    return Ok(Ok(Resolved::Wasm(spec)));
+                }
+                Ok(obj
+                    .extract::<HostCapSpec>(py)
+                    .map(Resolved::Host)
+                    .map_err(|_| {
+                        DynError::NotFound(format!(
+                            "cap '{name}': the resolver returned neither a ProviderSpec nor a HostCapSpec"
+                        ))
+                    }))
+            }
             Err(err) if !err.is_instance_of::<pyo3::exceptions::PyException>(py) => {
                 // Put it back for whoever called the engine, and stop the run.
                 err.restore(py);
@@ -146,10 +162,10 @@ impl WasiView for GuestState {
 impl types::Host for GuestState {}
 
 impl Host for GuestState {
-    fn resolve_by_id(&mut self, name: String) -> Result<Result<Resource<LiveProvider>, DynError>> {
+    fn resolve_by_id(&mut self, name: String) -> Result<Result<Resource<CapInstance>, DynError>> {
         self.control.check()?;
-        let spec = match self.ask_resolver(&name)? {
-            Ok(spec) => spec,
+        let resolved = match self.ask_resolver(&name)? {
+            Ok(resolved) => resolved,
             Err(refusal) => return Ok(Err(refusal)),
         };
         let Some(slot) = self.budget.take_instance() else {
@@ -158,6 +174,15 @@ impl Host for GuestState {
                  limits.max-instances); drop ones it no longer needs",
                 self.budget.max_instances()
             ))));
+        };
+        let spec = match resolved {
+            Resolved::Wasm(spec) => spec,
+            Resolved::Host(spec) => {
+                return Ok(self
+                    .table
+                    .push(CapInstance::Host(HostCap::new(spec, slot)))
+                    .map_err(|e| DynError::LimitExceeded(format!("too many live cap instances: {e}"))));
+            }
         };
         let digest = spec.digest.clone();
         match LiveProvider::instantiate(
@@ -169,7 +194,7 @@ impl Host for GuestState {
         ) {
             Ok(live) => Ok(self
                 .table
-                .push(live)
+                .push(CapInstance::Wasm(live))
                 .map_err(|e| DynError::LimitExceeded(format!("too many live cap instances: {e}")))),
             Err(e) => {
                 // The guest learns what failed; paths and causes go to the host.
@@ -187,27 +212,28 @@ impl Host for GuestState {
 impl HostInstance for GuestState {
     fn invoke(
         &mut self,
-        this: Resource<LiveProvider>,
+        this: Resource<CapInstance>,
         method: String,
         payload: Vec<u8>,
     ) -> Result<Result<Vec<u8>, DynError>> {
+        let control = self.control.clone();
         match self.table.get_mut(&this) {
-            Ok(live) => live.invoke(&method, &payload),
+            Ok(cap) => cap.invoke(&method, &payload, &control),
             Err(e) => Ok(Err(DynError::NotFound(format!(
                 "stale instance handle: {e}"
             )))),
         }
     }
 
-    fn shim(&mut self, this: Resource<LiveProvider>) -> Result<Option<String>> {
+    fn shim(&mut self, this: Resource<CapInstance>) -> Result<Option<String>> {
         Ok(self
             .table
             .get(&this)
             .ok()
-            .and_then(|live| live.shim().map(str::to_string)))
+            .and_then(|cap| cap.shim().map(str::to_string)))
     }
 
-    fn drop(&mut self, this: Resource<LiveProvider>) -> Result<()> {
+    fn drop(&mut self, this: Resource<CapInstance>) -> Result<()> {
         self.table.delete(this)?;
         Ok(())
     }

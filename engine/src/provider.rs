@@ -285,20 +285,8 @@ impl LiveProvider {
                 "cap '{name}' is dead after an earlier failure: {why}"
             ))));
         }
-        if method.is_empty()
-            || method.len() > MAX_METHOD_LEN
-            || !method.bytes().all(|b| b.is_ascii_graphic())
-        {
-            // Echo at most the start of it: the name is the caller's, its size too.
-            let shown: String = method.chars().take(MAX_METHOD_LEN).collect();
-            let more = if shown.len() < method.len() {
-                "..."
-            } else {
-                ""
-            };
-            return Ok(Err(DynError::BadMethod(format!(
-                "method names are 1-{MAX_METHOD_LEN} printable ASCII characters, got {shown:?}{more}"
-            ))));
+        if let Some(bad) = check_method(method) {
+            return Ok(Err(bad));
         }
         let limit = self.spec.max_payload_bytes;
         if payload.len() as u64 > limit {
@@ -369,6 +357,28 @@ impl LiveProvider {
         };
         DynError::Trapped(format!("cap '{name}' trapped: {detail}"))
     }
+}
+
+/// `Some(bad-method)` when `method` is not a valid method name: 1 to
+/// [`MAX_METHOD_LEN`] printable ASCII characters (wasm caps and host caps
+/// alike).
+pub fn check_method(method: &str) -> Option<DynError> {
+    if method.is_empty()
+        || method.len() > MAX_METHOD_LEN
+        || !method.bytes().all(|b| b.is_ascii_graphic())
+    {
+        // Echo at most the start of it: the name is the caller's, its size too.
+        let shown: String = method.chars().take(MAX_METHOD_LEN).collect();
+        let more = if shown.len() < method.len() {
+            "..."
+        } else {
+            ""
+        };
+        return Some(DynError::BadMethod(format!(
+            "method names are 1-{MAX_METHOD_LEN} printable ASCII characters, got {shown:?}{more}"
+        )));
+    }
+    None
 }
 
 /// The `pylon:shim` custom section of a component, at its top level.

@@ -2,20 +2,25 @@
 //! convert arguments, release the GIL around wasm, and map errors via
 //! [`crate::errors`].
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 use wasmtime::component::Linker;
 
 use crate::cache::Origin;
 use crate::engine::Shared;
 use crate::errors::{cap_error, engine_error};
-use crate::guest::{guest_linker, run_guest, GuestLimits, GuestRun, Preopen};
-use crate::limits::{RunBudget, RunSignal};
+use crate::guest::{
+    guest_linker, run_guest, Captured, GuestLimits, GuestRun, GuestSetup, LiveGuest,
+    PreparedGuest, Preopen,
+};
+use crate::limits::{RunBudget, RunSignal, Stop, Stopped};
 use crate::linker::{GuestState, RunContext};
+use crate::output::OutputMode;
 use crate::provider::{LiveProvider, ProviderLinkers, ProviderSpec};
 
 /// The stop flag of a run: set it from any thread (a signal handler, an
@@ -64,6 +69,167 @@ pub struct Engine {
     shared: Arc<Shared>,
     guest_linker: Linker<GuestState>,
     provider_linkers: Arc<ProviderLinkers>,
+    /// Linked guests by digest: loading and linking happen once per process.
+    prepared: Mutex<HashMap<String, Arc<PreparedGuest>>>,
+}
+
+impl Engine {
+    /// The linked guest for `digest` (verified or authenticated on first use).
+    fn prepare(&self, path: &std::path::Path, digest: &str) -> wasmtime::Result<Arc<PreparedGuest>> {
+        if !digest.is_empty() {
+            if let Some(found) = self.prepared.lock().unwrap().get(digest) {
+                return Ok(found.clone());
+            }
+        }
+        let prepared = Arc::new(PreparedGuest::load(
+            &self.shared,
+            &self.guest_linker,
+            path,
+            digest,
+        )?);
+        if !digest.is_empty() {
+            self.prepared
+                .lock()
+                .unwrap()
+                .insert(digest.to_string(), prepared.clone());
+        }
+        Ok(prepared)
+    }
+}
+
+/// Where one of the guest's output streams goes, from its Python value:
+/// `None` captures (up to `limit` bytes), `"inherit"` is the host's own
+/// stream, a callable gets each write.
+fn output_mode(value: Option<Bound<'_, PyAny>>, limit: usize) -> PyResult<OutputMode> {
+    let Some(value) = value else {
+        return Ok(OutputMode::Capture(limit));
+    };
+    if let Ok(s) = value.cast::<PyString>() {
+        if s.to_str()? == "inherit" {
+            return Ok(OutputMode::Inherit);
+        }
+    } else if value.is_callable() {
+        return Ok(OutputMode::Stream(value.unbind()));
+    }
+    Err(pyo3::exceptions::PyTypeError::new_err(
+        "stdout / stderr must be None (capture), \"inherit\" or a callable taking bytes",
+    ))
+}
+
+/// What a guest call returns to Python.
+#[pyclass(module = "pylon._engine", frozen)]
+pub struct Outcome {
+    /// The exit status (124 after a timeout or running out of fuel, 130
+    /// after an interrupt, as a shell reports them).
+    #[pyo3(get)]
+    status: i32,
+    /// Why the call was stopped from outside: "timeout", "interrupt" or
+    /// "fuel"; `None` when the guest finished by itself.
+    #[pyo3(get)]
+    stopped: Option<&'static str>,
+    /// Seconds the call ran, when it was stopped.
+    #[pyo3(get)]
+    stopped_after: Option<f64>,
+    captured: Captured,
+}
+
+impl Outcome {
+    /// The call's result as an outcome; a stop is an outcome too (with what
+    /// the guest printed before it), anything else an error. A Python
+    /// exception raised in a resolver or host cap (Ctrl-C) is passed on.
+    fn from_call(result: wasmtime::Result<i32>, captured: Captured) -> PyResult<Self> {
+        match result {
+            Ok(status) => Ok(Outcome {
+                status,
+                stopped: None,
+                stopped_after: None,
+                captured,
+            }),
+            Err(err) => {
+                let Some(stop) = err.downcast_ref::<Stopped>() else {
+                    return Err(engine_error(err));
+                };
+                if Python::attach(|py| PyErr::occurred(py)) {
+                    return Err(engine_error(err));
+                }
+                let (status, why) = match stop.why {
+                    Stop::TimedOut => (124, "timeout"),
+                    Stop::OutOfFuel => (124, "fuel"),
+                    Stop::Interrupted => (130, "interrupt"),
+                };
+                Ok(Outcome {
+                    status,
+                    stopped: Some(why),
+                    stopped_after: Some(stop.after.as_secs_f64()),
+                    captured,
+                })
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl Outcome {
+    /// Captured stdout.
+    #[getter]
+    fn stdout<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.captured.stdout)
+    }
+
+    /// Captured stderr.
+    #[getter]
+    fn stderr<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.captured.stderr)
+    }
+
+    /// Output bytes dropped over the capture limit.
+    #[getter]
+    fn dropped(&self) -> u64 {
+        self.captured.dropped
+    }
+
+    /// Fuel the call consumed (fuel engines only).
+    #[getter]
+    fn fuel_consumed(&self) -> Option<u64> {
+        self.captured.fuel_consumed
+    }
+}
+
+/// The setup of a guest instance from the Python arguments shared by
+/// `Guest.run` and `Guest.session`.
+#[allow(clippy::too_many_arguments)]
+fn guest_setup(
+    preopens: Vec<(PathBuf, String, bool)>,
+    resolver: Option<Py<PyAny>>,
+    report: Option<Py<PyAny>>,
+    timeout_ms: Option<u64>,
+    memory_bytes: Option<u64>,
+    fuel: Option<u64>,
+    max_instances: usize,
+    max_cap_memory_bytes: u64,
+    interrupt: Option<&Interrupt>,
+    stdin: Option<Vec<u8>>,
+    stdout: OutputMode,
+    stderr: OutputMode,
+) -> GuestSetup {
+    GuestSetup {
+        preopens: self::preopens(preopens),
+        limits: GuestLimits {
+            memory_bytes: memory_bytes.unwrap_or(NO_MEMORY_LIMIT),
+            fuel,
+        },
+        timeout: timeout_ms.map(Duration::from_millis),
+        signal: interrupt.map(|i| i.signal.clone()),
+        stdin,
+        stdout,
+        stderr,
+        run: RunContext {
+            resolver,
+            report,
+            budget: RunBudget::new(max_instances, max_cap_memory_bytes),
+            control: None,
+        },
+    }
 }
 
 fn preopens(list: Vec<(PathBuf, String, bool)>) -> Vec<Preopen> {
@@ -79,16 +245,39 @@ fn preopens(list: Vec<(PathBuf, String, bool)>) -> Vec<Preopen> {
 #[pymethods]
 impl Engine {
     /// `cache_dir`: where compiled artifacts persist (None: memory only).
+    /// `fuel`: meter wasm instructions (a deterministic CPU budget; code
+    /// compiled for such an engine is slower and cached separately).
     #[new]
-    #[pyo3(signature = (cache_dir=None))]
-    fn py_new(cache_dir: Option<PathBuf>) -> PyResult<Self> {
-        let shared = Shared::new(cache_dir).map_err(engine_error)?;
+    #[pyo3(signature = (cache_dir=None, *, fuel=false))]
+    fn py_new(cache_dir: Option<PathBuf>, fuel: bool) -> PyResult<Self> {
+        let shared = Shared::new(cache_dir, fuel).map_err(engine_error)?;
         let guest_linker = guest_linker(&shared).map_err(engine_error)?;
         let provider_linkers = Arc::new(ProviderLinkers::new(&shared).map_err(engine_error)?);
         Ok(Engine {
             shared,
             guest_linker,
             provider_linkers,
+            prepared: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether this engine meters fuel.
+    #[getter]
+    fn fuel(&self) -> bool {
+        self.shared.fuel
+    }
+
+    /// Loads and links the guest component once; the returned [`Guest`]
+    /// instantiates it cheaply for each run.
+    #[pyo3(signature = (path, digest))]
+    fn prepare_guest(slf: Py<Self>, py: Python<'_>, path: PathBuf, digest: String) -> PyResult<Guest> {
+        let engine = slf.get();
+        let prepared = py
+            .detach(|| engine.prepare(&path, &digest))
+            .map_err(engine_error)?;
+        Ok(Guest {
+            engine: slf.clone_ref(py),
+            prepared,
         })
     }
 
@@ -119,34 +308,31 @@ impl Engine {
         max_cap_memory_bytes: u64,
         interrupt: Option<PyRef<'_, Interrupt>>,
     ) -> PyResult<i32> {
+        let prepared = py
+            .detach(|| self.prepare(&path, &digest))
+            .map_err(engine_error)?;
         let run = GuestRun {
-            path,
-            digest,
             argv,
             env,
             cwd,
-            preopens: self::preopens(preopens),
-            limits: GuestLimits {
-                memory_bytes: memory_bytes.unwrap_or(NO_MEMORY_LIMIT),
-            },
-            timeout: timeout_ms.map(Duration::from_millis),
-            signal: interrupt.map(|i| i.signal.clone()),
-            run: RunContext {
+            setup: guest_setup(
+                preopens,
                 resolver,
                 report,
-                budget: RunBudget::new(max_instances, max_cap_memory_bytes),
-                control: None,
-            },
+                timeout_ms,
+                memory_bytes,
+                None,
+                max_instances,
+                max_cap_memory_bytes,
+                interrupt.as_deref(),
+                None,
+                OutputMode::Inherit,
+                OutputMode::Inherit,
+            ),
         };
-        py.detach(|| {
-            run_guest(
-                &self.shared,
-                &self.guest_linker,
-                &self.provider_linkers,
-                run,
-            )
-        })
-        .map_err(engine_error)
+        py.detach(|| run_guest(&self.shared, &self.provider_linkers, &prepared, run))
+            .map(|(status, _)| status)
+            .map_err(engine_error)
     }
 
     /// Runs a wasi-preview1 core module's `_start`; returns its exit status.
@@ -168,6 +354,7 @@ impl Engine {
         let preopens = self::preopens(preopens);
         let limits = GuestLimits {
             memory_bytes: memory_bytes.unwrap_or(NO_MEMORY_LIMIT),
+            fuel: None,
         };
         let timeout = timeout_ms.map(Duration::from_millis);
         let signal = interrupt.map(|i| i.signal.clone());
@@ -266,5 +453,191 @@ impl Provider {
     #[getter]
     fn shim(&self) -> Option<String> {
         self.live.lock().unwrap().shim().map(str::to_string)
+    }
+}
+
+/// Default capture limit per stream: what a guest prints past it is dropped.
+const DEFAULT_OUTPUT_LIMIT: usize = 16 << 20;
+
+/// The guest component, linked and ready: each `run` is a fresh instance.
+#[pyclass(module = "pylon._engine", frozen)]
+pub struct Guest {
+    engine: Py<Engine>,
+    prepared: Arc<PreparedGuest>,
+}
+
+#[pymethods]
+impl Guest {
+    /// Runs `argv` in a fresh instance; returns an [`Outcome`].
+    ///
+    /// `stdout` / `stderr`: None captures (at most `max_output_bytes` each),
+    /// "inherit" uses the host's, a callable gets each write. `stdin`: the
+    /// bytes the guest reads (None: nothing).
+    #[pyo3(signature = (argv, env, cwd, *, preopens=Vec::new(), resolver=None, report=None,
+                        timeout_ms=None, memory_bytes=None, fuel=None, max_instances=32,
+                        max_cap_memory_bytes=1 << 30, interrupt=None, stdin=None, stdout=None,
+                        stderr=None, max_output_bytes=DEFAULT_OUTPUT_LIMIT))]
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        py: Python<'_>,
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: String,
+        preopens: Vec<(PathBuf, String, bool)>,
+        resolver: Option<Py<PyAny>>,
+        report: Option<Py<PyAny>>,
+        timeout_ms: Option<u64>,
+        memory_bytes: Option<u64>,
+        fuel: Option<u64>,
+        max_instances: usize,
+        max_cap_memory_bytes: u64,
+        interrupt: Option<PyRef<'_, Interrupt>>,
+        stdin: Option<Vec<u8>>,
+        stdout: Option<Bound<'_, PyAny>>,
+        stderr: Option<Bound<'_, PyAny>>,
+        max_output_bytes: usize,
+    ) -> PyResult<Outcome> {
+        let engine = self.engine.get();
+        let setup = guest_setup(
+            preopens,
+            resolver,
+            report,
+            timeout_ms,
+            memory_bytes,
+            fuel,
+            max_instances,
+            max_cap_memory_bytes,
+            interrupt.as_deref(),
+            Some(stdin.unwrap_or_default()),
+            output_mode(stdout, max_output_bytes)?,
+            output_mode(stderr, max_output_bytes)?,
+        );
+        let (result, captured) = py
+            .detach(|| {
+                let mut live = LiveGuest::start(
+                    &engine.shared,
+                    &engine.provider_linkers,
+                    &self.prepared,
+                    &argv,
+                    &env,
+                    &cwd,
+                    setup,
+                )?;
+                let result = live.run(argv, env, cwd);
+                wasmtime::Result::Ok((result, live.take_captured()))
+            })
+            .map_err(engine_error)?;
+        Outcome::from_call(result, captured)
+    }
+
+    /// Starts a session: one instance whose `__main__` lives across calls.
+    /// Its first call runs nothing but sets up argv, env and cwd.
+    #[pyo3(signature = (env, cwd, *, preopens=Vec::new(), resolver=None, report=None,
+                        memory_bytes=None, fuel=None, max_instances=32,
+                        max_cap_memory_bytes=1 << 30, stdout=None, stderr=None,
+                        max_output_bytes=DEFAULT_OUTPUT_LIMIT))]
+    #[allow(clippy::too_many_arguments)]
+    fn session(
+        &self,
+        py: Python<'_>,
+        env: Vec<(String, String)>,
+        cwd: String,
+        preopens: Vec<(PathBuf, String, bool)>,
+        resolver: Option<Py<PyAny>>,
+        report: Option<Py<PyAny>>,
+        memory_bytes: Option<u64>,
+        fuel: Option<u64>,
+        max_instances: usize,
+        max_cap_memory_bytes: u64,
+        stdout: Option<Bound<'_, PyAny>>,
+        stderr: Option<Bound<'_, PyAny>>,
+        max_output_bytes: usize,
+    ) -> PyResult<Session> {
+        let engine = self.engine.get();
+        let setup = guest_setup(
+            preopens,
+            resolver,
+            report,
+            None,
+            memory_bytes,
+            fuel,
+            max_instances,
+            max_cap_memory_bytes,
+            None,
+            Some(Vec::new()),
+            output_mode(stdout, max_output_bytes)?,
+            output_mode(stderr, max_output_bytes)?,
+        );
+        let argv = vec!["-c".to_string(), String::new()];
+        let live = py
+            .detach(|| {
+                let mut live = LiveGuest::start(
+                    &engine.shared,
+                    &engine.provider_linkers,
+                    &self.prepared,
+                    &argv,
+                    &env,
+                    &cwd,
+                    setup,
+                )?;
+                live.run(argv.clone(), env.clone(), cwd.clone())?;
+                live.take_captured();
+                Ok(live)
+            })
+            .map_err(engine_error)?;
+        Ok(Session {
+            live: Mutex::new(Some(live)),
+        })
+    }
+}
+
+/// A live guest instance that keeps its state between calls.
+#[pyclass(module = "pylon._engine", frozen)]
+pub struct Session {
+    live: Mutex<Option<LiveGuest>>,
+}
+
+#[pymethods]
+impl Session {
+    /// Runs `code` in the session's `__main__`; returns an [`Outcome`].
+    /// After a stop or a trap the session is closed.
+    #[pyo3(signature = (code, *, timeout_ms=None, interrupt=None))]
+    fn run(
+        &self,
+        py: Python<'_>,
+        code: String,
+        timeout_ms: Option<u64>,
+        interrupt: Option<PyRef<'_, Interrupt>>,
+    ) -> PyResult<Outcome> {
+        let signal = interrupt.map(|i| i.signal.clone());
+        let (result, captured) = py
+            .detach(|| {
+                let mut slot = self.live.lock().unwrap();
+                let Some(live) = slot.as_mut() else {
+                    return Err(wasmtime::format_err!("the session is closed"));
+                };
+                let result = live.run_more(code, timeout_ms.map(Duration::from_millis), signal);
+                let captured = live.take_captured();
+                if result.is_err() {
+                    // A stopped or trapped instance is in an unknown state.
+                    *slot = None;
+                }
+                Ok((result, captured))
+            })
+            .map_err(engine_error)?;
+        Outcome::from_call(result, captured)
+    }
+
+    /// Drops the instance (its memory, its caps); later calls fail.
+    fn close(&self, py: Python<'_>) {
+        let live = self.live.lock().unwrap().take();
+        py.detach(move || drop(live));
+    }
+
+    /// Whether the session can take more calls.
+    #[getter]
+    fn is_open(&self) -> bool {
+        self.live.lock().unwrap().is_some()
     }
 }

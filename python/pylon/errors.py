@@ -13,6 +13,7 @@ The tree::
     ├── EngineError          wasmtime could not compile, instantiate or run something
     ├── GuestStopped         the guest was stopped from outside (``exit_status``, ``seconds``)
     │   ├── GuestTimeout     its time limit ran out (exit status 124)
+    │   ├── GuestOutOfFuel   its fuel (CPU budget) ran out (exit status 124)
     │   └── GuestInterrupted Ctrl-C or the embedding host stopped it (exit status 130)
     ├── StateError           a folder or file of Pylon's own state is missing, unsafe or unwritable
     └── BuildError           a build tool (zig, componentize-py, wasm-tools...) failed
@@ -100,6 +101,12 @@ class GuestStopped(PylonError):
 
 class GuestTimeout(GuestStopped):
     """The guest ran past its time limit."""
+
+    exit_status = 124
+
+
+class GuestOutOfFuel(GuestStopped):
+    """The guest used up its fuel (the deterministic CPU budget of an embedding)."""
 
     exit_status = 124
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from typing import Any
-
+from typing import Any, TypeVar
 
 from pylon.engine import Interrupt
 from pylon.errors import GuestInterrupted, GuestTimeout, PylonError
 
 __all__ = ["GRACE_S", "MAX_TIMEOUT_S", "run_stoppable", "timeout_ms"]
+
+T = TypeVar("T")
 
 #: How long a stopped guest may take to unwind before it is abandoned.
 GRACE_S = 0.05
@@ -48,8 +49,8 @@ def timeout_ms(timeout_s: float | None) -> int | None:
     return max(1, round(timeout_s * 1000))
 
 
-def run_stoppable(call: Callable[[Interrupt], int], *, timeout_s: float | None,
-                   interrupt: Interrupt | None = None) -> int:
+def run_stoppable(call: Callable[[Interrupt], T], *, timeout_s: float | None,
+                  interrupt: Interrupt | None = None) -> T:
     """Runs ``call(interrupt)`` on a worker thread; this thread turns Ctrl-C into a stop.
 
     The engine stops the guest itself at its deadline or when ``interrupt``
@@ -65,7 +66,7 @@ def run_stoppable(call: Callable[[Interrupt], int], *, timeout_s: float | None,
 
     def work() -> None:
         try:
-            box["status"] = call(interrupt)
+            box["result"] = call(interrupt)
         except BaseException as exc:  # handed to the waiting thread
             box["error"] = exc
         finally:
@@ -91,4 +92,5 @@ def run_stoppable(call: Callable[[Interrupt], int], *, timeout_s: float | None,
                                    abandoned=True) from None
     if "error" in box:
         raise box["error"]
-    return int(box["status"])
+    result: T = box["result"]
+    return result

@@ -38,7 +38,7 @@ from pylon.plan import CAP_NAME_PATTERN, Plan
 from pylon.preopens import Preopen, plan_preopens
 from pylon.trust import TrustPolicy
 
-__all__ = ["run", "Resolver", "load_plan"]
+__all__ = ["run", "Resolver", "load_plan", "guest_blob"]
 
 #: Makes a fetch progress callback for a description (the CLI passes a rich bar).
 ProgressFactory = Callable[[str], ContextManager[Callable[[int, int | None], None]]]
@@ -148,8 +148,8 @@ class Resolver:
         )
 
 
-def _guest_blob(plan: Plan, store: BlobStore, trust: TrustPolicy,
-                progress: ProgressFactory) -> tuple[Path, str, tuple[str, ...], int | None]:
+def guest_blob(plan: Plan, store: BlobStore, trust: TrustPolicy,
+               progress: ProgressFactory = _no_progress) -> tuple[Path, str, tuple[str, ...], int | None]:
     """The guest's blob path, digest, sources and size, after the trust gate.
 
     A stored guest is not hashed here: the engine verifies the bytes it
@@ -165,6 +165,9 @@ def _guest_blob(plan: Plan, store: BlobStore, trust: TrustPolicy,
         return store.blob_path(digest), digest, sources, size
     with progress("fetching guest") as cb:
         return store.fetch(digest, sources, size=size, progress=cb), digest, sources, size
+
+
+_guest_blob = guest_blob  # the name run() uses
 
 
 def run(*, plan: Path | None = None, script: str | None = None, code: str | None = None,

@@ -1,0 +1,273 @@
+"""The embedding API, end to end: pylon.Sandbox running the real stock guest
+in this process, with host caps served by Python objects."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import pylon
+from pylon.errors import GuestInterrupted, PylonError
+from pylon.hostcaps import CapRefused
+
+
+@pytest.fixture
+def home(pylon, monkeypatch):  # noqa: F811 - the conftest fixture of the same name
+    """This process uses the test's Pylon home (set up by the ``pylon`` fixture)."""
+    for key in ("PYLON_BLOB_DIR", "PYLON_CONFIG_DIR", "PYLON_SOURCE_ROOT"):
+        monkeypatch.setenv(key, pylon.env[key])
+    return pylon
+
+
+@pytest.fixture
+def sb(home):
+    return pylon.Sandbox(timeout=20)
+
+
+def test_run_captures_output_and_status(sb):
+    r = sb.run("import sys; print('hello'); print('oops', file=sys.stderr); sys.exit(3)")
+    assert (r.exit_code, r.stdout, r.stderr) == (3, b"hello\n", b"oops\n")
+    assert r.duration > 0 and not r.timed_out and not r.ok
+
+
+def test_exception_prints_a_cpython_traceback(sb):
+    r = sb.run("def f():\n    1/0\nf()")
+    assert r.exit_code == 1
+    text = r.stderr.decode()
+    assert 'File "<string>", line 3, in <module>' in text
+    assert text.rstrip().endswith("ZeroDivisionError: division by zero")
+    assert "_runner" not in text
+
+
+def test_each_run_is_a_fresh_instance(sb):
+    first = sb.run("import sys, json; json.leaked = 1; sys.modules['planted'] = sys; leaked_global = 1")
+    assert first.ok, first.stderr
+    second = sb.run("import sys, json\n"
+                    "print(hasattr(json, 'leaked'), 'planted' in sys.modules, 'leaked_global' in globals())")
+    assert second.stdout == b"False False False\n"
+
+
+def test_stdin_and_argv(sb):
+    r = sb.run("import sys; print(sys.argv[1:], sys.stdin.read().upper())", argv=["a", "b"], stdin=b"data")
+    assert r.stdout == b"['a', 'b'] DATA\n"
+
+
+def test_run_file_sees_its_folder_read_only(sb, tmp_path):
+    script = tmp_path / "s.py"
+    script.write_text("import sys, pathlib\n"
+                      "print(pathlib.Path(__file__).with_name('data.txt').read_text(), sys.argv[1])\n"
+                      "try:\n    open(pathlib.Path(__file__).with_name('new.txt'), 'w')\n"
+                      "except OSError as e:\n    print('refused')\n")
+    (tmp_path / "data.txt").write_text("payload")
+    r = sb.run_file(script, argv=["x"])
+    assert r.stdout == b"payload x\nrefused\n", r.stderr
+    assert not (tmp_path / "new.txt").exists()
+
+
+def test_dirs_rw_and_ro(home, tmp_path):
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    ro.mkdir()
+    rw.mkdir()
+    sb = pylon.Sandbox(dirs={ro: "ro", rw: "rw"})
+    r = sb.run(f"open({str(rw / 'out.txt')!r}, 'w').write('ok')\n"
+               f"try:\n    open({str(ro / 'x')!r}, 'w')\nexcept OSError:\n    print('ro refused')")
+    assert r.stdout == b"ro refused\n", r.stderr
+    assert (rw / "out.txt").read_text() == "ok"
+
+
+def test_dirs_cannot_reach_pylon_state(home):
+    with pytest.raises(PylonError, match="refusing"):
+        pylon.Sandbox(dirs=[home.env["PYLON_BLOB_DIR"]])
+
+
+def test_environment_is_only_what_was_given(home):
+    r = pylon.Sandbox(env={"GREETING": "hi"}).run("import os; print(sorted(os.environ.items()))")
+    env = eval(r.stdout)
+    assert ("GREETING", "hi") in env
+    assert not any(k in ("HOME", "PATH", "PYLON_BLOB_DIR") for k, _ in env)
+
+
+def test_timeout_is_a_result_with_the_output_so_far(home):
+    r = pylon.Sandbox(timeout=0.3).run("print('started', flush=True)\nwhile True: pass")
+    assert r.timed_out and r.exit_code == 124
+    assert r.stdout == b"started\n"
+
+
+def test_memory_limit_raises_memory_error_in_the_guest(home):
+    r = pylon.Sandbox(memory_mb=128).run(
+        "try:\n    b = bytearray(400 << 20)\nexcept MemoryError:\n    print('MemoryError')")
+    assert r.stdout == b"MemoryError\n", r.stderr
+
+
+def test_output_is_bounded(home):
+    r = pylon.Sandbox(max_output_bytes=100).run("print('x' * 1000)")
+    assert r.stdout == b"x" * 100 and r.output_dropped == 901 and r.ok
+
+
+def test_stdout_can_stream_to_a_callback(home):
+    chunks: list[bytes] = []
+    r = pylon.Sandbox(stdout=chunks.append).run("print('a'); print('b')")
+    assert b"".join(chunks) == b"a\nb\n" and r.stdout == b""
+
+
+def test_session_keeps_state_between_calls(sb):
+    with sb.session() as s:
+        assert s.run("x = 41").ok
+        assert s.run("print(x + 1)").stdout == b"42\n"
+        failed = s.run("undefined_name")
+        assert failed.exit_code == 1 and b"NameError" in failed.stderr
+        assert s.run("import sys; sys.exit(5)").exit_code == 5
+        assert s.run("print(x)").stdout == b"41\n"  # errors and exits do not end a session
+    assert not s.is_open
+
+
+def test_session_ends_after_a_timeout(sb):
+    with sb.session() as s:
+        r = s.run("while True: pass", timeout=0.2)
+        assert r.timed_out
+        assert not s.is_open
+        with pytest.raises(PylonError, match="closed|ended"):
+            s.run("print(1)")
+
+
+def test_sessions_do_not_share_state(sb):
+    with sb.session() as a, sb.session() as b:
+        a.run("secret = 1")
+        assert b"NameError" in b.run("print(secret)").stderr
+
+
+class KeyValue:
+    """A host object exposed to scripts."""
+
+    def __init__(self):
+        self.data: dict[str, object] = {}
+        self.calls = 0
+
+    def put(self, key, value):
+        self.calls += 1
+        self.data[key] = value
+        return len(self.data)
+
+    def get(self, key):
+        if key not in self.data:
+            raise CapRefused(f"no key {key!r}", kind="not-found")
+        return self.data[key]
+
+    def explode(self):
+        raise RuntimeError("/secret/host/path must not reach the guest")
+
+    def _private(self):  # not callable from the guest
+        return "private"
+
+
+def test_host_cap_round_trip(home):
+    kv = KeyValue()
+    sb = pylon.Sandbox(caps={"kv": kv})
+    r = sb.run("from pylon import dynlink\n"
+               "kv = dynlink.load('kv')\n"
+               "print(kv.call('put', 'a', [1, 2.5, 'x', b'\\x00']))\n"
+               "print(kv.call('get', 'a'))")
+    assert r.stdout == b"1\n[1, 2.5, 'x', b'\\x00']\n", r.stderr
+    assert kv.data == {"a": [1, 2.5, "x", b"\x00"]}
+
+
+def test_host_cap_errors_are_typed_in_the_guest(home):
+    reports: list[str] = []
+    sb = pylon.Sandbox(caps={"kv": KeyValue()}, report=reports.append)
+    r = sb.run("from pylon import dynlink\n"
+               "kv = dynlink.load('kv')\n"
+               "for call in (lambda: kv.call('get', 'missing'), lambda: kv.call('_private'),\n"
+               "             lambda: kv.call('nope'), lambda: kv.call('explode'),\n"
+               "             lambda: kv.invoke('get', b'\\xff\\xff'), lambda: kv.call('put', 1, 2, 3)):\n"
+               "    try:\n"
+               "        call()\n"
+               "    except dynlink.DynlinkError as e:\n"
+               "        print(type(e).__name__, e)\n")
+    lines = r.stdout.decode().splitlines()
+    assert lines[0] == "CapNotFound no key 'missing'"
+    assert lines[1].startswith("BadMethod") and lines[2].startswith("BadMethod")
+    assert lines[3] == "CapTrapped host cap 'kv' method 'explode' failed with RuntimeError"
+    assert lines[4].startswith("BadPayload") and lines[5].startswith("BadPayload")
+    assert "/secret/host/path" not in r.stdout.decode() + r.stderr.decode()
+    assert any("/secret/host/path" in m for m in reports)  # the host hears the details
+
+
+def test_host_cap_from_a_mapping_of_functions(home):
+    sb = pylon.Sandbox(caps={"math2": {"add": lambda a, b: a + b, "neg": lambda x: -x}})
+    r = sb.run("from pylon import dynlink\nm = dynlink.load('math2')\nprint(m.call('add', 2, 3), m.call('neg', 4))")
+    assert r.stdout == b"5 -4\n", r.stderr
+
+
+def test_unknown_cap_is_not_found(sb):
+    r = sb.run("from pylon import dynlink\n"
+               "try:\n    dynlink.load('nothing-here')\nexcept dynlink.CapNotFound:\n    print('not found')")
+    assert r.stdout == b"not found\n"
+
+
+def test_bad_host_caps_are_refused(home):
+    with pytest.raises(PylonError, match="not a valid cap name"):
+        pylon.Sandbox(caps={"Bad Name": KeyValue()})
+    with pytest.raises(PylonError, match="no public methods"):
+        pylon.Sandbox(caps={"empty": object()})
+
+
+def test_gil_is_released_while_a_guest_runs(sb):
+    """A guest spinning in wasm must not stop this thread from running Python:
+    here the main thread stops it. Holding the GIL would let only its own
+    10 s timeout end it."""
+    stop = pylon.Interrupt()
+    outcome: dict[str, object] = {}
+
+    def spin():
+        try:
+            outcome["result"] = sb.run("while True: pass", timeout=10, interrupt=stop)
+        except GuestInterrupted as exc:
+            outcome["interrupted"] = exc
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    deadline = time.monotonic() + 5
+    while stop.running_for() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    counted = sum(range(100_000))  # Python work while the guest spins
+    stop.set()
+    worker.join(10)
+    assert counted and "interrupted" in outcome, outcome
+
+
+def test_threads_run_guests_side_by_side(sb):
+    results: list[pylon.Result] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(sb.run(f"print({i} * 2)"))) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.stdout for r in results) == [b"0\n", b"2\n", b"4\n", b"6\n"]
+
+
+def test_run_async(sb):
+    async def main():
+        return await asyncio.gather(sb.run_async("print(1)"), sb.run_async("print(2)"))
+
+    a, b = asyncio.run(main())
+    assert (a.stdout, b.stdout) == (b"1\n", b"2\n")
+
+
+def test_fuel_is_a_deterministic_cpu_budget(home):
+    small = pylon.Sandbox(fuel=5_000_000)
+    r = small.run("while True: pass")
+    assert r.out_of_fuel and r.exit_code == 124 and not r.timed_out
+    big = pylon.Sandbox(fuel=10**12)
+    done = big.run("print(sum(range(1000)))")
+    assert done.stdout == b"499500\n" and done.fuel_consumed and done.fuel_consumed > 0
+
+
+def test_public_surface():
+    assert set(pylon.__all__) >= {"Sandbox", "Session", "Result", "Interrupt", "CapRefused", "errors"}
+    for name in pylon.__all__:
+        assert getattr(pylon, name) is not None
+    assert isinstance(Path(pylon.__file__), Path)
