@@ -20,6 +20,12 @@ digest asked for and the command to run, nothing else: a guest learns no other
 digest and no host path) and :meth:`~TrustPolicy.host_message` on the host's
 stderr (which also lists the digests that are allowed for that name).
 
+The file's format is ``schemas/trust.schema.json``, checked on every load with
+the plan's machinery (:mod:`pylon.schema_check`); an error names the file, the
+JSON path and what is wrong (``trust.json: at $.allow.crc32c[0]: bad digest
+...``). Cap names follow the one rule in ``schemas/common.schema.json``
+(:mod:`pylon.names`).
+
 The trust file decides what native code runs, so it is read and written only
 in a folder owned by the user and writable by no one else
 (:func:`pylon.paths.private_dir`); a trust file another user could have
@@ -37,15 +43,16 @@ from typing import Any, NamedTuple
 from pylon import paths
 from pylon.blobstore import is_digest, write_atomic
 from pylon.errors import TrustError
-from pylon.plan import CAP_NAME_PATTERN
+from pylon.names import CAP_NAME_RULE, is_cap_name
+from pylon.schema_check import Schema, json_path
 
 __all__ = ["TRUST_VERSION", "TrustEntry", "TrustPolicy", "allow_command", "allow_guest_command"]
 
 #: The trust file format version this code reads and writes.
 TRUST_VERSION = 1
-# fullmatch: re's '$' would also match before a final newline ("crc32c\n").
-_NAME_RE = re.compile(CAP_NAME_PATTERN.removeprefix("^").removesuffix("$"))
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+#: The trust file's schema; a JSON object is "a JSON object" in its messages.
+SCHEMA = Schema("trust", type_names={"object": "a JSON object"})
 
 
 class TrustEntry(NamedTuple):
@@ -70,9 +77,8 @@ def _good_digest(digest: object) -> bool:
 
 
 def _check_pair(name: str, digest: str | None, *, where: str) -> None:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise TrustError(f"{where}bad cap name {name!r}: use lowercase letters, digits, '_' and '-', "
-                         "starting with a letter or digit, at most 64 characters")
+    if not is_cap_name(name):
+        raise TrustError(f"{where}bad cap name {name!r}: {CAP_NAME_RULE}")
     if digest is not None and not _good_digest(digest):
         raise TrustError(f"{where}bad digest {digest!r} for cap {name!r}: "
                          "expected 'sha256:' followed by 64 lowercase hex digits")
@@ -119,15 +125,7 @@ class TrustPolicy:
             raise TrustError(f"{path}: cannot read trust policy: {exc.strerror or exc}") from exc
         paths.check_private(path.parent)
         paths.check_private(path, st)
-        try:
-            doc = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise TrustError(f"{path}: cannot read trust policy: not UTF-8 text (byte {exc.start})") from exc
-        except json.JSONDecodeError as exc:
-            raise TrustError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
-                             f"{exc.msg}") from exc
-        except (ValueError, RecursionError) as exc:
-            raise TrustError(f"{path}: invalid JSON: {type(exc).__name__}") from exc
+        doc = _parse_json(raw, path)
         allow, guests = _parse(doc, where=f"{path}: ")
         return cls(path=path, allow=allow, guests=guests)
 
@@ -263,30 +261,51 @@ class TrustPolicy:
                              f"to allow it, run: {allow_guest_command(digest)}")
 
 
+def _parse_json(raw: bytes, path: Path) -> Any:
+    """The trust file's JSON; a key given twice is an error (json would keep the last)."""
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise TrustError(f"{path}: duplicate key {key!r}")
+            seen[key] = value
+        return seen
+
+    def no_constants(name: str) -> Any:
+        raise TrustError(f"{path}: invalid JSON: {name} is not a JSON number")
+
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except UnicodeDecodeError as exc:
+        raise TrustError(f"{path}: cannot read trust policy: not UTF-8 text (byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise TrustError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise TrustError(f"{path}: invalid JSON: {type(exc).__name__}") from exc
+
+
 def _parse(doc: Any, *, where: str) -> tuple[dict[str, set[str]], set[str]]:
-    """Checks a trust document's shape; returns ``name -> digests`` and the guest digests."""
-    if not isinstance(doc, dict):
-        raise TrustError(f"{where}expected a JSON object")
-    unknown = sorted(set(doc) - {"version", "allow", "guests"})
-    if unknown:
-        raise TrustError(f"{where}unknown key {unknown[0]!r} (allowed: allow, guests, version)")
-    if type(doc.get("version")) is not int or doc["version"] != TRUST_VERSION:
-        raise TrustError(f"{where}unsupported trust file version {json.dumps(doc.get('version'))}: "
+    """Checks a trust document against the schema; returns ``name -> digests`` and the guest digests.
+
+    The version first: a newer file would otherwise fail on its new keys,
+    which hides the real reason. A document this install checked before is
+    recognised by an authenticated record (:mod:`pylon.validated`), so an
+    unchanged trust file costs no validator on each run.
+    """
+    if isinstance(doc, dict) and "version" in doc and (type(doc["version"]) is not int
+                                                       or doc["version"] != TRUST_VERSION):
+        raise TrustError(f"{where}at $.version: unsupported trust file version {json.dumps(doc.get('version'))}: "
                          f"this Pylon reads version {TRUST_VERSION}")
-    allow = doc.get("allow", {})
-    if not isinstance(allow, dict):
-        raise TrustError(f"{where}'allow' must be an object of cap name -> list of digests")
-    out: dict[str, set[str]] = {}
-    for name, digests in allow.items():
-        _check_pair(name, None, where=where)
-        if not isinstance(digests, list):
-            raise TrustError(f"{where}allow.{name} must be a list of digests")
-        for digest in digests:
-            _check_pair(name, digest, where=where)
-        out[name] = set(digests)
-    guests = doc.get("guests", [])
-    if not isinstance(guests, list):
-        raise TrustError(f"{where}'guests' must be a list of digests")
-    for digest in guests:
-        _check_guest_digest(digest, where=where)
-    return out, set(guests)
+    memo = _memo()
+    if not memo.knows(doc):
+        problem = SCHEMA.first_problem(doc)
+        if problem is not None:
+            raise TrustError(f"{where}at {json_path(problem.path)}: {problem.message}")
+        memo.remember(doc)
+    return {name: set(digests) for name, digests in doc.get("allow", {}).items()}, set(doc.get("guests", []))
+
+
+def _memo() -> Any:
+    from pylon.validated import Memo
+
+    return Memo(json.dumps(SCHEMA.document, sort_keys=True).encode())

@@ -4,9 +4,11 @@ component that exports ``compose:dynlink/provider`` and imports nothing.
 The steps, each a :class:`~pylon.errors.BuildError` (with the tool's own
 output) when it fails:
 
-1. read ``cap.toml`` (:func:`load_manifest`; format in docs/caps.md);
-2. fetch vendored C sources the manifest pins (``pip download``, sha256
-   check, unpacked under ``paths.build_root()``; never committed);
+1. read and check ``cap.toml`` (:func:`pylon.build.manifest.load_manifest`,
+   against ``schemas/cap.schema.json``; format in docs/caps.md);
+2. fetch the vendored C sources the manifest pins (:mod:`pylon.build.vendor`:
+   the pinned download helper, sha256 check, unpacked under
+   ``paths.build_root()``; never committed);
 3. generate C bindings for world ``cap`` of ``wit/dynlink`` with wit-bindgen;
 4. compile and link with ``zig cc`` for wasm32-wasi as a reactor, then check
    the core module imports nothing (a dynlink cap runs with no WASI at all);
@@ -26,20 +28,21 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
-import tarfile
 import tempfile
-import tomllib
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pylon import paths
 from pylon.build import toolchain
+from pylon.build.manifest import (MANIFEST, DynlinkFace, Manifest, check_vendor_refs, load_manifest, read_toml,
+                                  resolve)
+from pylon.build.vendor import Vendor, fetch_vendor
 from pylon.errors import BuildError
 from pylon.wasm_sections import encode_custom_section
 
-MANIFEST = "cap.toml"
+__all__ = ["MANIFEST", "BuiltCap", "DynlinkFace", "Manifest", "Vendor", "build_cap", "cache_key",
+           "component_world", "core_imports", "fetch_vendor", "find_caps", "load_manifest"]
+
 WIT_DIR = paths.SOURCE_ROOT / "wit" / "dynlink"
 #: ``pylon_cap.h``: helpers every cap may include (on every cap's include path).
 SDK_DIR = paths.SOURCE_ROOT / "caps" / "_sdk"
@@ -63,197 +66,23 @@ BIGALLOC = SDK_DIR / "pylon_bigalloc.c"
 ALLOC_FLAGS = ("-Dmalloc=pylon_malloc", "-Dfree=pylon_free", "-Drealloc=pylon_realloc",
                 "-Dcalloc=pylon_calloc", "-Wl,-z,stack-size=1048576")
 
-_NAME = re.compile(r"[a-z][a-z0-9-]*\Z")
-_CAP_KEYS = {"name", "version", "description", "shim"}
-_DYNLINK_KEYS = {"sources", "include_dirs", "cflags"}
-_VENDOR_KEYS = {"pypi", "sha256", "root"}
+# The manifest is read and checked by pylon.build.manifest (one schema for
+# every face) and vendored sources fetched by pylon.build.vendor; the names
+# stay importable from here.
+
+def _compile_where(manifest: Manifest) -> str:
+    return f"{manifest.file}: at [dynlink]"
 
 
-# -- the manifest -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Vendor:
-    """A C library taken from a registry package (``[vendor.<name>]``)."""
-
-    name: str
-    pypi: str  # a pip requirement pinned with ==, e.g. "zcbor==0.9.1"
-    sha256: str  # of the downloaded archive
-    root: str  # the folder inside the archive that ``@<name>/`` stands for
-
-
-@dataclass(frozen=True)
-class DynlinkFace:
-    """The ``[dynlink]`` table: how to compile the provider face."""
-
-    sources: tuple[str, ...]
-    include_dirs: tuple[str, ...]
-    cflags: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A parsed ``cap.toml``. Faces other than ``[dynlink]`` (``[static]``...)
-    belong to other builders and are left alone here."""
-
-    dir: Path
-    name: str
-    version: str
-    description: str
-    shim: Path | None
-    vendors: dict[str, Vendor]
-    dynlink: DynlinkFace | None
-
-
-def _strings(table: dict, key: str, where: str) -> tuple[str, ...]:
-    value = table.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise BuildError(f"{where}: {key} must be a list of strings")
-    return tuple(value)
-
-
-def _no_unknown(table: dict, known: set[str], where: str) -> None:
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise BuildError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-
-
-def load_manifest(cap_dir: Path) -> Manifest:
-    """Reads and checks ``cap_dir/cap.toml``; BuildError says what is wrong."""
-    cap_dir = Path(cap_dir).resolve()
-    file = cap_dir / MANIFEST
-    if not file.is_file():
-        raise BuildError(f"{cap_dir} is not a cap: it has no {MANIFEST}")
-    try:
-        doc = tomllib.loads(file.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise BuildError(f"{file}: not valid TOML: {exc}") from exc
-
-    cap = doc.get("cap")
-    if not isinstance(cap, dict):
-        raise BuildError(f"{file}: missing [cap] table (name, version, description)")
-    _no_unknown(cap, _CAP_KEYS, f"{file} [cap]")
-    for key in ("name", "version", "description"):
-        if not isinstance(cap.get(key), str) or not cap[key]:
-            raise BuildError(f"{file}: [cap].{key} must be a non-empty string")
-    if not _NAME.match(cap["name"]):
-        raise BuildError(f"{file}: [cap].name {cap['name']!r} must be lowercase letters, digits and '-'")
-    shim = None
-    if "shim" in cap:
-        if not isinstance(cap["shim"], str):
-            raise BuildError(f"{file}: [cap].shim must be a path")
-        shim = _inside(cap_dir, cap["shim"], f"{file} [cap].shim")
-        if not shim.is_file():
-            raise BuildError(f"{file}: shim {cap['shim']!r} does not exist")
-
-    vendors = {}
-    vendor_tables = doc.get("vendor", {})
-    if not isinstance(vendor_tables, dict):
-        raise BuildError(f"{file}: [vendor] must hold tables, e.g. [vendor.zcbor]")
-    for vname, table in vendor_tables.items():
-        where = f"{file} [vendor.{vname}]"
-        if not isinstance(table, dict):
-            raise BuildError(f"{where} must be a table")
-        _no_unknown(table, _VENDOR_KEYS, where)
-        if not isinstance(table.get("pypi"), str) or "==" not in table["pypi"]:
-            raise BuildError(f"{where}: pypi must be a pinned requirement like \"zcbor==0.9.1\"")
-        if not re.fullmatch(r"[0-9a-f]{64}", str(table.get("sha256", ""))):
-            raise BuildError(f"{where}: sha256 must be 64 lowercase hex digits (of the archive)")
-        vendors[vname] = Vendor(vname, table["pypi"], table["sha256"], str(table.get("root", "")))
-
-    dynlink = None
-    if "dynlink" in doc:
-        table = doc["dynlink"]
-        where = f"{file} [dynlink]"
-        if not isinstance(table, dict):
-            raise BuildError(f"{where} must be a table")
-        _no_unknown(table, _DYNLINK_KEYS, where)
-        dynlink = DynlinkFace(_strings(table, "sources", where), _strings(table, "include_dirs", where),
-                              _strings(table, "cflags", where))
-        if not dynlink.sources:
-            raise BuildError(f"{where}: sources is empty")
-    return Manifest(cap_dir, cap["name"], cap["version"], cap["description"], shim, vendors, dynlink)
-
-
-def _inside(cap_dir: Path, rel: str, where: str) -> Path:
-    """``rel`` under the cap folder. Why refuse anything outside: the cache key
-    hashes the cap folder, so a file elsewhere could change unnoticed."""
-    path = (cap_dir / rel).resolve()
-    if not path.is_relative_to(cap_dir):
-        raise BuildError(f"{where}: {rel!r} is outside the cap folder {cap_dir}")
-    return path
-
-
-def _resolve(manifest: Manifest, rel: str, vendors: dict[str, Path], where: str) -> Path:
-    """A manifest path: ``@<vendor>/...`` inside a fetched vendor, else in the cap folder."""
-    if rel.startswith("@"):
-        vname, _, inner = rel[1:].partition("/")
-        if vname not in vendors:
-            raise BuildError(f"{where}: {rel!r} names vendor {vname!r}, but there is no [vendor.{vname}]")
-        path = (vendors[vname] / inner).resolve()
-        if not path.is_relative_to(vendors[vname]):
-            raise BuildError(f"{where}: {rel!r} leaves the vendored folder")
-    else:
-        path = _inside(manifest.dir, rel, where)
-    if not path.exists():
-        raise BuildError(f"{where}: {rel!r} does not exist ({path})")
-    return path
-
-
-# -- vendored sources ---------------------------------------------------------
-
-def fetch_vendor(vendor: Vendor) -> Path:
-    """The folder ``@<name>/`` stands for, downloaded and unpacked on first use.
-
-    The archive comes from the registry through pip (``pip download --no-deps``),
-    must hash to the pinned sha256, and is unpacked into
-    ``build_root()/vendor-<name>-<sha>``; a ``.complete`` marker, written last,
-    makes later builds skip the download (and work offline).
-    """
-    folder = paths.build_root() / f"vendor-{vendor.name}-{vendor.sha256[:16]}"
-    if (folder / ".complete").exists():
-        return (folder / vendor.root).resolve()
-    paths.build_root().mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"vendor-{vendor.name}-", suffix=".partial", dir=paths.build_root()))
-    try:
-        download = staging / "download"
-        # --no-binary: the source distribution, which is where C sources live;
-        # pip may need the package's build backend to read its metadata.
-        toolchain.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                       "--no-binary", ":all:", "--disable-pip-version-check",
-                       "--dest", str(download), vendor.pypi],
-                      what=f"pip download {vendor.pypi} (vendor {vendor.name})")
-        archives = sorted(download.iterdir())
-        if len(archives) != 1:
-            raise BuildError(f"pip download {vendor.pypi} gave {[a.name for a in archives]}, expected one archive")
-        archive = archives[0]
-        found = toolchain.sha256_file(archive)
-        if found != vendor.sha256:
-            raise BuildError(f"vendor {vendor.name}: {archive.name} has sha256 {found}, "
-                             f"but the manifest pins {vendor.sha256}")
-        tree = staging / "tree"
-        _unpack(archive, tree)
-        if not (tree / vendor.root).is_dir():
-            raise BuildError(f"vendor {vendor.name}: {archive.name} has no folder {vendor.root!r}")
-        (tree / ".complete").write_text(f"{vendor.pypi} sha256:{vendor.sha256}\n")
-        try:
-            tree.rename(folder)
-        except OSError:
-            if not (folder / ".complete").exists():  # not a concurrent build that won
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return (folder / vendor.root).resolve()
-
-
-def _unpack(archive: Path, dest: Path) -> None:
-    if archive.name.endswith((".tar.gz", ".tgz", ".tar")):
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")  # "data": no links out, no absolute paths
-    elif archive.suffix in (".zip", ".whl"):
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(dest)  # zipfile drops absolute paths and ".."
-    else:
-        raise BuildError(f"cannot unpack {archive.name}: not a .tar.gz, .zip or .whl")
+def _used_vendors(manifest: Manifest) -> dict[str, Path]:
+    """Fetches the vendors this face names (``@<vendor>/...``), not other faces'."""
+    face = manifest.dynlink
+    assert face is not None
+    where = _compile_where(manifest)
+    check_vendor_refs(manifest, face.sources, f"{where}.sources")
+    check_vendor_refs(manifest, face.include_dirs, f"{where}.include_dirs")
+    used = {rel[1:].partition("/")[0] for rel in (*face.sources, *face.include_dirs) if rel.startswith("@")}
+    return {name: fetch_vendor(manifest.vendors[name]) for name in sorted(used)}
 
 
 # -- the build ----------------------------------------------------------------
@@ -303,7 +132,7 @@ def build_cap(cap_dir: Path) -> BuiltCap:
         digest = json.loads(record.read_text())["digest"]
         return BuiltCap(manifest.name, manifest.version, component, digest, cached=True)
 
-    vendors = {name: fetch_vendor(v) for name, v in manifest.vendors.items()}
+    vendors = _used_vendors(manifest)
     paths.build_root().mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"cap-{manifest.name}-", suffix=".partial", dir=paths.build_root()))
     try:
@@ -350,10 +179,11 @@ def _bindings(work: Path) -> Path:
 def _compile(manifest: Manifest, vendors: dict[str, Path], work: Path) -> Path:
     face = manifest.dynlink
     assert face is not None
-    where = f"{manifest.dir / MANIFEST} [dynlink]"
+    where = _compile_where(manifest)
+    sources = [resolve(manifest, s, vendors, f"{where}.sources[{i}]") for i, s in enumerate(face.sources)]
+    includes = [resolve(manifest, d, vendors, f"{where}.include_dirs[{i}]") for i, d in enumerate(face.include_dirs)]
     gen = _bindings(work)
-    sources = [_resolve(manifest, s, vendors, where) for s in face.sources]
-    includes = [gen, SDK_DIR, *(_resolve(manifest, i, vendors, where) for i in face.include_dirs)]
+    includes = [gen, SDK_DIR, *includes]
     core = work / "core.wasm"
     toolchain.run(
         [*toolchain.zig(), "cc", *BASE_CFLAGS, *ALLOC_FLAGS, *(f"-I{d}" for d in includes), *face.cflags,
@@ -431,11 +261,7 @@ def find_caps(root: Path, *, face: str | None = "dynlink") -> list[Path]:
         if child.name.startswith(("_", ".")) or not (child / MANIFEST).is_file():
             continue
         if face is not None:
-            try:
-                doc = tomllib.loads((child / MANIFEST).read_text())
-            except tomllib.TOMLDecodeError as exc:
-                raise BuildError(f"{child / MANIFEST}: not valid TOML: {exc}") from exc
-            if face not in doc:
+            if face not in read_toml(child / MANIFEST):
                 continue
         found.append(child)
     return found

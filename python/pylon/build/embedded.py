@@ -1,8 +1,11 @@
 """Builds the typed, embeddable face of a cap: a component for ``wac plug``.
 
 An embedded cap is the cap's shared C core plus a thin C "face" that
-implements the cap's typed WIT world (``wit/caps/<name>.wit``, world
-``pylon:<name>/embedded``). The pipeline, one step per tool:
+implements the cap's typed WIT world. Everything the face needs is in the
+``[embedded]`` table of the cap's ``cap.toml`` (its WIT file, world and
+interface, C sources and flags, vendored sources, the guest module that binds
+the import; :mod:`pylon.build.manifest`, docs/embedded.md), so no list of caps
+lives here. The pipeline, one step per tool:
 
 1. ``wit-bindgen c`` generates the canonical-ABI glue for the world
    (``bindings.c`` / ``bindings.h``); the face implements its ``exports_*``
@@ -19,16 +22,18 @@ implements the cap's typed WIT world (``wit/caps/<name>.wit``, world
 4. ``wasm-tools validate`` checks the result and the component's WIT is
    checked to export the cap's interface.
 
-Third-party C (SQLite, zstd) is never committed: it is taken from the
-source distributions of registry packages, downloaded with
-``pip download --no-binary :all:``, checked against a pinned sha256 and
-unpacked under :func:`pylon.paths.build_root`. The adapter comes from the
-crates.io crate that ships it, fetched with ``cargo metadata`` and pinned the
-same way.
+Third-party C (SQLite, zstd) is never committed: the manifest's
+``[vendor.*]`` tables pin it (shared with the cap's other faces) and
+:mod:`pylon.build.vendor` fetches it through the pinned download helper
+(:mod:`pylon.build.download`). The adapter comes from the crates.io crate
+that ships it, fetched with ``cargo metadata`` and kept in the same download
+cache under its pinned sha256.
 
 Outputs land in ``toolchain.output_dir("cap-<name>-embedded", <hash>)``; the
-hash covers the face's sources and include folders, its WIT, the vendored sources' digests and the
-compiler flags, so an unchanged cap is a cache hit.
+hash covers the face's own sources and include folders, its WIT, its
+``[embedded]`` table, the pins of the vendored sources it uses and the
+compiler flags, so an unchanged cap is a cache hit and an edit to another
+face (dynlink.c, say) does not rebuild this one.
 """
 
 from __future__ import annotations
@@ -36,149 +41,21 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
-import tarfile
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pylon import paths
-from pylon.build import toolchain
+from pylon.build import download, manifest, toolchain
+from pylon.build.manifest import EmbeddedFace, Manifest
+from pylon.build.vendor import fetch_vendor
 from pylon.errors import BuildError
 
-__all__ = ["CAPS", "EmbeddedCap", "Vendored", "build_embedded_cap", "vendored_source", "wasi_adapter"]
-
-
-@dataclass(frozen=True)
-class Vendored:
-    """Third-party C taken from a registry package's source distribution.
-
-    ``members`` maps a path inside the sdist (after its top folder) to the
-    file name it gets in the vendor folder. ``cut_after`` optionally truncates
-    a member after the first line containing a marker (SQLite's amalgamation
-    in sqlean-py carries an appendix that needs headers the sdist lacks).
-    """
-
-    package: str
-    version: str
-    sha256: str
-    members: dict[str, str]
-    cut_after: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{self.package}-{self.version}-{self.sha256[:12]}"
-
-
-@dataclass(frozen=True)
-class EmbeddedCap:
-    """How to build one cap's typed face.
-
-    ``sources`` are relative to ``caps/<name>/``; ``vendored_sources`` are
-    names in the vendor folder, compiled once per (digest, flags) and cached,
-    because SQLite's amalgamation alone takes ~40 s.
-    """
-
-    name: str
-    sources: tuple[str, ...]
-    include_dirs: tuple[str, ...] = ("src",)
-    cflags: tuple[str, ...] = ()
-    vendored: Vendored | None = None
-    vendored_sources: tuple[str, ...] = ()
-    vendored_cflags: tuple[str, ...] = ()
-
-    @property
-    def package(self) -> str:
-        return f"pylon:{self.name}@0.1.0"
-
-    @property
-    def world(self) -> str:
-        return f"pylon:{self.name}/embedded@0.1.0"
-
-    @property
-    def interface(self) -> str:
-        """The interface the component exports, as it appears in its WIT."""
-        return f"pylon:{self.name}/{self.name}@0.1.0"
-
-    @property
-    def folder(self) -> Path:
-        return paths.SOURCE_ROOT / "caps" / self.name
-
-    @property
-    def wit(self) -> Path:
-        return paths.SOURCE_ROOT / "wit" / "caps" / f"{self.name}.wit"
-
-
-#: SQLite 3.50.4 (the amalgamation inside sqlean-py's sdist).
-SQLITE_SOURCE = Vendored(
-    package="sqlean-py",
-    version="3.50.4.5",
-    sha256="9764b565e7ab430ab6e9e43cb2816199c2b39926dffc93c212a52f0019278459",
-    members={"sqlite/sqlite3.c": "sqlite3.c", "sqlite/sqlite3.h": "sqlite3.h"},
-    cut_after={"sqlite3.c": "End of sqlite3.c"},
-)
-
-#: zstd 1.5.7 (the single-file library the zstandard sdist vendors).
-ZSTD_SOURCE = Vendored(
-    package="zstandard",
-    version="0.25.0",
-    sha256="7713e1179d162cf5c7906da876ec2ccb9c3a9dcbdffef0cc7f70c3667a205f0b",
-    members={
-        "zstd/zstd.c": "zstd.c",
-        "zstd/zstd.h": "zstd.h",
-        "zstd/zstd_errors.h": "zstd_errors.h",
-        "zstd/zdict.h": "zdict.h",
-        "zstd/LICENSE": "LICENSE",
-    },
-)
+__all__ = ["build_embedded_cap", "embedded_caps", "wasi_adapter"]
 
 #: Flags every cap is compiled with. Bulk memory makes memcpy/memset single
 #: instructions (large lists cross the boundary as copies); SIMD lets clang
 #: vectorise checksum and match-finding loops. wasmtime enables both.
 COMMON_CFLAGS = ("-O2", "-mbulk-memory", "-msimd128", "-fno-exceptions")
-
-CAPS: dict[str, EmbeddedCap] = {
-    "crc32c": EmbeddedCap(
-        name="crc32c",
-        sources=("src/crc32c.c", "embedded.c"),
-    ),
-    "zstd": EmbeddedCap(
-        name="zstd",
-        sources=("src/zstd_core.c", "embedded.c"),
-        vendored=ZSTD_SOURCE,
-        vendored_sources=("zstd.c",),
-        # zstd.c turns on ZSTD_MULTITHREAD itself; with zero workers (the
-        # default) no thread is ever started, and wasi-libc's pthread stubs
-        # satisfy the link. The dictionary builder is dead code, dropped by
-        # --gc-sections.
-        vendored_cflags=("-O3", "-w"),
-    ),
-    "sqlite": EmbeddedCap(
-        name="sqlite",
-        sources=("src/sqlite_core.c", "embedded.c"),
-        vendored=SQLITE_SOURCE,
-        vendored_sources=("sqlite3.c",),
-        vendored_cflags=(
-            "-w",
-            # One thread per instance: no mutexes.
-            "-DSQLITE_THREADSAFE=0",
-            # Temp tables and sort spills in memory: the cap has no temp dir.
-            "-DSQLITE_TEMP_STORE=3",
-            "-DSQLITE_OMIT_LOAD_EXTENSION",
-            # WAL needs shared memory, which WASI does not have.
-            "-DSQLITE_OMIT_WAL=1",
-            "-DSQLITE_MAX_MMAP_SIZE=0",
-            "-DSQLITE_OMIT_SHARED_CACHE",
-            # WASI 0.2 has no advisory file locks. SQLite's WASI default is
-            # dot-file locking, which leaves a stale `<db>.lock` folder behind
-            # whenever an instance traps mid-transaction, locking the database
-            # for every later run; "unix-none" does not lock at all. One
-            # writer at a time is the user's to ensure (see docs/embedded.md).
-            '-DSQLITE_DEFAULT_UNIX_VFS="unix-none"',
-            "-DSQLITE_ENABLE_MATH_FUNCTIONS",
-            "-DSQLITE_DEFAULT_FOREIGN_KEYS=0",
-        ),
-    ),
-}
 
 #: The crate that ships the wasi_snapshot_preview1 -> WASI 0.2 adapters
 #: (the ones wasmtime publishes), and the digest of its reactor adapter.
@@ -188,66 +65,26 @@ ADAPTER_SHA256 = "0baeb0a94aa242dba0403ef5656d6fe7ac7daf78db99e887a76d3a056bcbe4
 ADAPTER_FILE = "wasi_snapshot_preview1.reactor.wasm"
 
 
+def embedded_caps() -> dict[str, EmbeddedFace]:
+    """Every cap under ``caps/`` with an ``[embedded]`` face, by name."""
+    return {name: m.embedded for name, m in manifest.embeddable().items() if m.embedded is not None}
 
 
-def _download_sdist(src: Vendored) -> Path:
-    """The package's sdist in the download cache, its sha256 verified."""
-    downloads = paths.cache_root() / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    stem = src.package.replace("-", "_")
-    for candidate in downloads.glob(f"{stem}-{src.version}.tar.gz"):
-        if toolchain.sha256_file(candidate) == src.sha256:
-            return candidate
-        candidate.unlink()  # a stale or damaged download: fetch again
-    staging = downloads / f".{src.key}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    toolchain.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-         f"{src.package}=={src.version}", "--dest", str(staging)],
-        what=f"pip download {src.package}=={src.version} (source distribution)",
-    )
-    found = sorted(staging.glob("*.tar.gz"))
-    if len(found) != 1:
-        raise BuildError(f"pip download {src.package}=={src.version} gave {[p.name for p in staging.iterdir()]}, "
-                         "expected one .tar.gz sdist")
-    got = toolchain.sha256_file(found[0])
-    if got != src.sha256:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise BuildError(f"sha256 mismatch for {src.package}=={src.version} sdist: "
-                         f"expected {src.sha256}, found {got}")
-    final = downloads / found[0].name
-    found[0].replace(final)
-    shutil.rmtree(staging, ignore_errors=True)
-    return final
+def __getattr__(name: str) -> Any:
+    # ``CAPS``: the embedded faces by name (what this module once listed by
+    # hand), read from the manifests when asked for.
+    if name == "CAPS":
+        return embedded_caps()
+    # The zstd pin, for tests/test_zstd_dynlink.py (it predates the one
+    # manifest, and checks that the embedded and dynlink faces build the
+    # same zstd: now the same [vendor.zstd] table by construction).
+    if name == "ZSTD_SOURCE":
+        from types import SimpleNamespace
 
-
-def vendored_source(src: Vendored) -> Path:
-    """The folder holding ``src``'s members, downloading and unpacking on first use."""
-    folder = paths.build_root() / f"vendor-{src.key}"
-    if (folder / ".complete").exists():
-        return folder
-    sdist = _download_sdist(src)
-    partial = toolchain.staging_dir(folder)
-    with tarfile.open(sdist) as tar:
-        by_inner = {}
-        for member in tar.getmembers():
-            _, _, inner = member.name.partition("/")
-            by_inner[inner] = member
-        for inner, name in src.members.items():
-            member = by_inner.get(inner)
-            if member is None or not member.isfile():
-                raise BuildError(f"{sdist.name} has no file {inner!r}; has the package's layout changed?")
-            data = tar.extractfile(member).read()  # type: ignore[union-attr]
-            marker = src.cut_after.get(name)
-            if marker:
-                at = data.find(marker.encode())
-                if at < 0:
-                    raise BuildError(f"{inner} in {sdist.name} has no line {marker!r} to cut at")
-                data = data[: data.index(b"\n", at) + 1]
-            (partial / name).write_bytes(data)
-    (partial / ".complete").write_text(f"{src.package}=={src.version} sha256:{src.sha256}\n")
-    return toolchain.publish_dir(partial, folder)
+        vendor = manifest.load_manifest(manifest.CAPS_DIR / "zstd").vendors["zstd"]
+        package, _, version = (vendor.pypi or "").partition("==")
+        return SimpleNamespace(package=package, version=version, sha256=vendor.sha256)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def wasi_adapter() -> Path:
@@ -255,67 +92,85 @@ def wasi_adapter() -> Path:
 
     ``cargo metadata`` on a one-dependency scratch manifest makes cargo fetch
     (and checksum) the crate into its registry cache; the adapter file is
-    then copied out and checked against its pinned digest.
+    then taken into the download cache by the pinned download helper, which
+    checks it against its pinned sha256. Later builds find it there and run
+    no cargo at all.
     """
     crate, version = ADAPTER_CRATE
-    dest = paths.tools_root() / f"{crate}-{version}" / ADAPTER_FILE
-    if dest.exists() and toolchain.sha256_file(dest) == ADAPTER_SHA256:
-        return dest
+    cached = download.cached(ADAPTER_SHA256)
+    if cached is not None:
+        return cached
     cargo = shutil.which("cargo")
     if not cargo:
         raise BuildError(f"cargo is needed once to fetch {crate} {version} (the WASI preview1 adapter)")
     scratch = toolchain.staging_dir(paths.tools_root() / f"{crate}-fetch")
-    (scratch / "src").mkdir()
-    (scratch / "src" / "lib.rs").write_text("")
-    (scratch / "Cargo.toml").write_text(
-        '[package]\nname = "pylon-adapter-fetch"\nversion = "0.0.0"\nedition = "2021"\n\n'
-        f'[dependencies]\n{crate} = "={version}"\n'
-    )
-    # Not toolchain.run: that merges stderr (cargo's progress lines) into
-    # the stdout this needs to parse as JSON.
-    result = subprocess.run([cargo, "metadata", "--format-version", "1", "--manifest-path",
-                             str(scratch / "Cargo.toml")], text=True, capture_output=True)
-    if result.returncode != 0:
-        raise BuildError(f"cargo metadata (fetching {crate} {version}) failed (exit {result.returncode}):\n"
-                         f"{result.stderr.strip()}")
-    meta = json.loads(result.stdout)
-    manifests = [p["manifest_path"] for p in meta["packages"] if p["name"] == crate]
-    if not manifests:
-        raise BuildError(f"cargo metadata did not resolve {crate} {version}")
-    source = Path(manifests[0]).parent / "artefacts" / ADAPTER_FILE
-    if not source.exists():
-        raise BuildError(f"{crate} {version} has no {ADAPTER_FILE} at {source}")
-    got = toolchain.sha256_file(source)
-    if got != ADAPTER_SHA256:
-        raise BuildError(f"sha256 mismatch for {source}: expected {ADAPTER_SHA256}, found {got}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".partial")
-    shutil.copyfile(source, tmp)
-    tmp.replace(dest)
-    shutil.rmtree(scratch, ignore_errors=True)
-    return dest
+    try:
+        (scratch / "src").mkdir()
+        (scratch / "src" / "lib.rs").write_text("")
+        (scratch / "Cargo.toml").write_text(
+            '[package]\nname = "pylon-adapter-fetch"\nversion = "0.0.0"\nedition = "2021"\n\n'
+            f'[dependencies]\n{crate} = "={version}"\n'
+        )
+        # Not toolchain.run: that merges stderr (cargo's progress lines) into
+        # the stdout this needs to parse as JSON.
+        result = subprocess.run([cargo, "metadata", "--format-version", "1", "--manifest-path",
+                                 str(scratch / "Cargo.toml")], text=True, capture_output=True)
+        if result.returncode != 0:
+            raise BuildError(f"cargo metadata (fetching {crate} {version}) failed (exit {result.returncode}):\n"
+                             f"{result.stderr.strip()}")
+        meta = json.loads(result.stdout)
+        manifests = [p["manifest_path"] for p in meta["packages"] if p["name"] == crate]
+        if not manifests:
+            raise BuildError(f"cargo metadata did not resolve {crate} {version}")
+        source = Path(manifests[0]).parent / "artefacts" / ADAPTER_FILE
+        if not source.exists():
+            raise BuildError(f"{crate} {version} has no {ADAPTER_FILE} at {source}")
+        return download.fetch(download.Pin(sha256=ADAPTER_SHA256, url=source.as_uri(),
+                                           what=f"{ADAPTER_FILE} of {crate} {version}",
+                                           pinned_by="pylon.build.embedded"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _zig_cc(args: list[str], *, what: str) -> None:
     toolchain.run([*toolchain.zig(), "cc", "-target", "wasm32-wasi", *args], what=what)
 
 
-def _vendored_objects(cap: EmbeddedCap) -> list[Path]:
-    """Compiled third-party objects, cached per (sdist digest, flags)."""
-    if not cap.vendored:
+def _where(cap: Manifest) -> str:
+    return f"{cap.file}: at [embedded]"
+
+
+def _vendor_of(rel: str) -> str | None:
+    return rel[1:].partition("/")[0] if rel.startswith("@") else None
+
+
+def _used_vendors(cap: Manifest, face: EmbeddedFace) -> list[str]:
+    """The vendors the face names (``@<vendor>/...``), checked before any download."""
+    where = _where(cap)
+    for key in ("sources", "include_dirs", "vendor_sources"):
+        manifest.check_vendor_refs(cap, getattr(face, key), f"{where}.{key}")
+    return sorted({v for rel in (*face.sources, *face.include_dirs, *face.vendor_sources)
+                   if (v := _vendor_of(rel)) is not None})
+
+
+def _vendored_objects(cap: Manifest, face: EmbeddedFace, roots: dict[str, Path]) -> list[Path]:
+    """Compiled third-party objects, cached per (pinned sha256, source, flags):
+    SQLite's amalgamation alone takes ~40 s."""
+    if not face.vendor_sources:
         return []
-    vendor = vendored_source(cap.vendored)
-    flags = [*COMMON_CFLAGS, *cap.vendored_cflags]
-    key = toolchain.source_hash([], extra=json.dumps([cap.vendored.key, cap.vendored_sources, flags]))
+    flags = [*COMMON_CFLAGS, *face.vendor_cflags]
+    pins = sorted({cap.vendors[_vendor_of(s) or ""].sha256 for s in face.vendor_sources})
+    key = toolchain.source_hash([], extra=json.dumps([pins, face.vendor_sources, flags]))
     folder = toolchain.output_dir(f"vendor-obj-{cap.name}", key)
-    objects = [folder / (Path(s).stem + ".o") for s in cap.vendored_sources]
+    objects = [folder / f"{i:02d}-{Path(s).stem}.o" for i, s in enumerate(face.vendor_sources)]
     if all(o.exists() for o in objects):
         return objects
     partial = toolchain.staging_dir(folder)
-    for source in cap.vendored_sources:
-        _zig_cc([*flags, "-ffunction-sections", "-fdata-sections", "-I", str(vendor), "-c",
-                 str(vendor / source), "-o", str(partial / (Path(source).stem + ".o"))],
-                what=f"zig cc {cap.vendored.package} {source}")
+    for i, rel in enumerate(face.vendor_sources):
+        source = manifest.resolve(cap, rel, roots, f"{_where(cap)}.vendor_sources[{i}]")
+        top = roots[_vendor_of(rel) or ""]
+        _zig_cc([*flags, "-ffunction-sections", "-fdata-sections", "-I", str(top), "-c", str(source),
+                 "-o", str(partial / objects[i].name)], what=f"zig cc {rel} ({cap.name})")
     toolchain.publish_dir(partial, folder)
     return objects
 
@@ -325,38 +180,55 @@ def _core_imports_wasi(core: Path) -> bool:
     return '(import "wasi_snapshot_preview1"' in text
 
 
+def cache_key(cap: Manifest) -> str:
+    """The source hash of everything that goes into the cap's embedded component.
+
+    Only this face's inputs: the cap's folder also holds other faces
+    (dynlink.c...) whose edits must not rebuild this one; a vendored source
+    counts by its pinned sha256 (so no download is needed to find a cache hit).
+    """
+    face = cap.embedded
+    assert face is not None
+    where = _where(cap)
+    own = [face.wit]
+    for key in ("sources", "include_dirs"):
+        for i, rel in enumerate(getattr(face, key)):
+            if _vendor_of(rel) is None:
+                path = manifest.inside(cap.dir, rel, f"{where}.{key}[{i}]")
+                if not path.exists():
+                    raise BuildError(f"{where}.{key}[{i}]: {rel!r} does not exist ({path})")
+                own.append(path)
+    table = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(face).items()}
+    pins = {name: cap.vendors[name].sha256 for name in _used_vendors(cap, face)}
+    return toolchain.source_hash(own, extra=json.dumps(
+        [table, pins, COMMON_CFLAGS, ADAPTER_SHA256, toolchain.CARGO_TOOLS["wit-bindgen"]], sort_keys=True))
+
+
 def build_embedded_cap(name: str) -> Path:
     """Builds (or finds cached) the embedded component of cap ``name``.
 
-    Returns the path of ``<name>.wasm``, a component exporting
-    ``pylon:<name>/<name>@0.1.0``, ready for ``wac plug``.
+    Returns the path of ``<name>.wasm``, a component exporting the
+    ``interface`` its manifest names, ready for ``wac plug``.
 
     Raises:
-        BuildError: the cap is unknown, a tool is missing, a download does not
-            match its pinned digest, or a tool failed (its output is in the
-            message).
+        BuildError: the cap is unknown or has no ``[embedded]`` face, its
+            manifest is broken, a tool is missing, a download does not match
+            its pinned digest, or a tool failed (its output is in the message).
     """
-    cap = CAPS.get(name)
-    if cap is None:
-        raise BuildError(f"no embedded cap named {name!r}; known: {', '.join(sorted(CAPS))}")
-    if not cap.wit.exists():
-        raise BuildError(f"{cap.wit} is missing")
-    vendored_key = cap.vendored.key if cap.vendored else ""
-    # Only this face's inputs: the cap's folder also holds other faces
-    # (dynlink.c, cap.toml...) whose edits must not rebuild this one.
-    inputs = [cap.wit, *(cap.folder / s for s in cap.sources), *(cap.folder / d for d in cap.include_dirs)]
-    key = toolchain.source_hash(
-        inputs,
-        extra=json.dumps([vendored_key, COMMON_CFLAGS, cap.cflags, cap.vendored_cflags, ADAPTER_SHA256,
-                          toolchain.CARGO_TOOLS["wit-bindgen"]]),
-    )
-    out = toolchain.output_dir(f"cap-{name}-embedded", key)
+    caps = manifest.embeddable()
+    cap = caps.get(name)
+    if cap is None or cap.embedded is None:
+        raise BuildError(f"no embedded cap named {name!r}; known: {', '.join(sorted(caps))} "
+                         "(a cap is embeddable when its cap.toml has an [embedded] table)")
+    face = cap.embedded
+    out = toolchain.output_dir(f"cap-{name}-embedded", cache_key(cap))
     component = out / f"{name}.wasm"
     if component.exists():
         return component
 
-    objects = _vendored_objects(cap)
-    vendor = vendored_source(cap.vendored) if cap.vendored else None
+    where = _where(cap)
+    roots = {v: fetch_vendor(cap.vendors[v]) for v in _used_vendors(cap, face)}
+    objects = _vendored_objects(cap, face, roots)
     wit_bindgen = toolchain.cargo_tool("wit-bindgen")
     wasm_tools = toolchain.wasm_tools()
     work = toolchain.staging_dir(out)
@@ -364,17 +236,16 @@ def build_embedded_cap(name: str) -> Path:
     # Besides bindings.c/.h this writes bindings_component_type.o, a wasm
     # object whose custom section carries the world's type; linking it in
     # is what `wasm-tools component embed` would otherwise do.
-    toolchain.run([wit_bindgen, "c", "--world", cap.world, "--rename-world", "bindings",
-                   "--out-dir", str(gen), str(cap.wit)], what=f"wit-bindgen c ({cap.world})")
+    toolchain.run([wit_bindgen, "c", "--world", face.world, "--rename-world", "bindings",
+                   "--out-dir", str(gen), str(face.wit)], what=f"wit-bindgen c ({face.world})")
 
     includes = ["-I", str(gen)]
-    for inc in cap.include_dirs:
-        includes += ["-I", str(cap.folder / inc)]
-    if vendor:
-        includes += ["-I", str(vendor)]
-    flags = [*COMMON_CFLAGS, *cap.cflags, "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    for i, rel in enumerate(face.include_dirs):
+        includes += ["-I", str(manifest.resolve(cap, rel, roots, f"{where}.include_dirs[{i}]"))]
+    flags = [*COMMON_CFLAGS, *face.cflags, "-Wall", "-Wextra", "-Wno-unused-parameter"]
     objects.append(gen / "bindings_component_type.o")
-    units = [gen / "bindings.c", *(cap.folder / s for s in cap.sources)]
+    units = [gen / "bindings.c",
+             *(manifest.resolve(cap, rel, roots, f"{where}.sources[{i}]") for i, rel in enumerate(face.sources))]
     for i, unit in enumerate(units):
         obj = work / f"{i:02d}-{unit.stem}.o"
         _zig_cc([*flags, *includes, "-c", str(unit), "-o", str(obj)], what=f"zig cc {unit.name} ({name})")
@@ -393,8 +264,9 @@ def build_embedded_cap(name: str) -> Path:
     toolchain.run([wasm_tools, "validate", str(work / component.name)], what=f"wasm-tools validate ({name})")
     wit = toolchain.run([wasm_tools, "component", "wit", str(work / component.name)],
                         what=f"wasm-tools component wit ({name})").stdout
-    if f"export {cap.interface};" not in wit:
-        raise BuildError(f"{name}.wasm does not export {cap.interface}; its WIT is:\n{wit}")
+    if f"export {face.interface};" not in wit:
+        raise BuildError(f"{name}.wasm does not export {face.interface} (the interface {cap.file} names); "
+                         f"its WIT is:\n{wit}")
     for scratch in (gen, *work.glob("*.o")):
         if scratch.is_dir():
             shutil.rmtree(scratch)

