@@ -43,6 +43,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "trust": ("pylon.cli.trust_cmd", "group"),
     "cap": ("pylon.cli.cap_cmd", "group"),
     "cache": ("pylon.cli.cache_cmd", "group"),
+    "info": ("pylon.cli.info_cmd", "register"),
 }
 
 
