@@ -23,6 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* pylon_cbor_head (reading) and the pylon_cbor_* writers. */
+#include "pylon_cbor.h"
+
 /* Short names for the generated types (see the generated cap.h). */
 typedef cap_string_t pylon_str_t;
 typedef cap_list_u8_t pylon_bytes_t;
@@ -88,32 +91,16 @@ static inline bool pylon_ok_u32le(pylon_bytes_t *ret, uint32_t v) {
     return pylon_ok_copy(ret, b, sizeof b);
 }
 
-/* Reads one CBOR head (major type + argument) at *p, advancing *p.
- *
- * Enough to take apart small fixed-shape payloads such as `[uint, bytes]`
- * without a CBOR library; a cap that takes arbitrary CBOR should use a real
- * one (caps/cborcalc shows zcbor). Rejects indefinite lengths (additional
- * info 28..31). Returns false when the input ends early or is malformed. */
-static inline bool pylon_cbor_head(const uint8_t **p, const uint8_t *end, uint8_t *major,
-                                   uint64_t *arg) {
-    if (*p >= end)
-        return false;
-    uint8_t ib = *(*p)++;
-    uint8_t info = ib & 0x1f;
-    *major = ib >> 5;
-    if (info < 24) {
-        *arg = info;
-        return true;
-    }
-    if (info > 27)
-        return false;
-    size_t n = (size_t)1 << (info - 24); /* 1, 2, 4 or 8 bytes follow */
-    if ((size_t)(end - *p) < n)
-        return false;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = (v << 8) | *(*p)++;
-    *arg = v;
+/* Replies with the CBOR written to `o` (pylon_cbor.h), handing its buffer
+ * over (no copy; the post-return hook frees it). If memory ran out while it
+ * was written, answers `limit-exceeded` instead: the instance stays alive. */
+static inline bool pylon_ok_cbor(pylon_bytes_t *ret, pylon_err_t *err, pylon_cbor_out_t *o) {
+    if (o->failed || !o->ptr)
+        return pylon_error(err, COMPOSE_DYNLINK_TYPES_ERROR_LIMIT_EXCEEDED,
+                           o->failed ? "out of memory while encoding the reply" : "empty reply");
+    ret->ptr = o->ptr;
+    ret->len = o->len;
+    *o = (pylon_cbor_out_t){0};
     return true;
 }
 
