@@ -127,7 +127,8 @@ def test_a_second_build_is_the_cached_one(built: Built) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--profile", "micropython-static"], "--portable applies to the cpython profile"),
+    (["--profile", "micropython-static"], "--portable builds the cpython profile only"),
+    (["--profile", "bogus"], "--portable builds the cpython profile only, not 'bogus'"),
     (["--with", "crc32c", "--without", "zstd"], "not both"),
     (["--with", "nosuch"], "cannot embed nosuch"),
 ])
@@ -309,3 +310,20 @@ def test_the_engine_still_runs_the_guest_through_its_entry(pylon: Pylon) -> None
     result = pylon.run_code("import sys; print(sys.argv); sys.exit(3)", "a")
     assert result.returncode == 3, result.stderr
     assert result.stdout == "['-c', 'a']\n"
+
+
+# -- a guest without the embedded crc32c: the module itself goes through the router ------
+
+
+def test_without_embedded_crc32c_the_module_falls_back_to_the_router(pylon: Pylon, tmp_path: Path) -> None:
+    out = tmp_path / "lean-portable.wasm"
+    result = pylon.composectl("build", "--portable", "--without", "crc32c", "-o", out, check=True, timeout=3600)
+    assert "embedded caps: sqlite, zstd;" in result.stderr
+    imports, _ = caps.component_world(out)
+    assert sorted(i for i in imports if not i.startswith("wasi:")) == []
+    data = bytes(range(256)) * 64
+    code = (f"import crc32c, sys; print(crc32c.backend(), crc32c.crc32c({data!r}), "
+            "crc32c.crc32c(b'6789', crc32c.crc32c(b'12345'))); sys.exit(3)")
+    outcome = Host(out).run(tmp_path, ["pylon", "-c", code])
+    assert outcome.stdout == f"dynlink {host_crc32c.crc32c(data)} {0xE3069283}\n", outcome.stderr
+    assert outcome.status == 3

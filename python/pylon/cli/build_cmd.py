@@ -44,8 +44,8 @@ def build(
     from pylon.errors import BuildError
 
     if profile != "cpython":
-        raise BuildError("--portable applies to the cpython profile (the micropython-static module is "
-                         "already a plain wasi-preview1 module)")
+        raise BuildError(f"--portable builds the cpython profile only, not {profile!r} (the "
+                         "micropython-static module is already a plain wasi-preview1 module)")
     if with_caps is not None and without_caps:
         raise BuildError("give --with (exactly these caps) or --without (stock minus these), not both")
     if with_caps is not None:
