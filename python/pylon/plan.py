@@ -73,7 +73,7 @@ SCHEMA_PATH = Path(__file__).parent / "schemas" / "plan.schema.json"
 
 #: Cap names: lowercase letters, digits, ``_`` and ``-``; at most 64 characters.
 #: The one rule, kept in schemas/common.schema.json (see pylon.names).
-from pylon.names import CAP_NAME_PATTERN  # noqa: E402
+from pylon.names import CAP_NAME_PATTERN  # noqa: E402, I001
 _CAP_NAME_RE = re.compile(CAP_NAME_PATTERN)
 
 #: How deeply a plan's JSON may nest. A valid plan is at most 4 deep

@@ -53,7 +53,8 @@ def schema_file(name: str) -> Path:
 
 @cache
 def _common_defs() -> dict[str, Any]:
-    return json.loads(schema_file("common").read_text(encoding="utf-8"))["$defs"]
+    defs: dict[str, Any] = json.loads(schema_file("common").read_text(encoding="utf-8"))["$defs"]
+    return defs
 
 
 def _inline_common(node: Any) -> Any:
@@ -209,7 +210,8 @@ def toml_path(parts: tuple[str | int, ...]) -> str:
 
 @cache
 def _bundled(name: str) -> dict[str, Any]:
-    return _inline_common(json.loads(schema_file(name).read_text(encoding="utf-8")))
+    doc: dict[str, Any] = _inline_common(json.loads(schema_file(name).read_text(encoding="utf-8")))
+    return doc
 
 
 def _rooted(name: str, definition: str | None) -> dict[str, Any]:

@@ -34,8 +34,7 @@ from pathlib import Path
 
 from pylon import paths
 from pylon.build import toolchain
-from pylon.build.manifest import (MANIFEST, DynlinkFace, Manifest, check_vendor_refs, load_manifest, read_toml,
-                                  resolve)
+from pylon.build.manifest import MANIFEST, DynlinkFace, Manifest, check_vendor_refs, load_manifest, read_toml, resolve
 from pylon.build.vendor import Vendor, fetch_vendor
 from pylon.errors import BuildError
 from pylon.wasm_sections import encode_custom_section

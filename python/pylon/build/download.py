@@ -107,9 +107,9 @@ def fetch(pin: Pin) -> Path:
         BuildError: the source cannot be reached, or its bytes do not hash to
             the pin (nothing is kept then).
     """
-    found = cached(pin.sha256)
-    if found is not None:
-        return found
+    hit = cached(pin.sha256)
+    if hit is not None:
+        return hit
     folder = downloads_root() / pin.sha256
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=folder))
