@@ -39,8 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pylon.build import caps, guest, toolchain, wit
-from pylon.build.manifest import CAPS_DIR, Manifest, check_vendor_refs, load_manifest, resolve
-from pylon.build.vendor import fetch_vendor
+from pylon.build.manifest import CAPS_DIR, Manifest, load_manifest, resolve
 from pylon.errors import BuildError
 
 __all__ = ["BuiltPortable", "BuiltRouter", "build_portable", "build_router", "check_portable", "routed_caps"]
@@ -68,7 +67,7 @@ def build_portable(*, embed: tuple[str, ...] | None = None) -> BuiltPortable:
     """Builds (or returns the cached) portable guest.
 
     ``embed``: caps the guest embeds with ``wac plug`` as usual (default: the
-    stock set, :data:`pylon.build.guest.STOCK_EMBEDDED`); the routed caps are
+    stock set, :func:`pylon.build.guest.stock_embedded`); the routed caps are
     :func:`routed_caps` either way.
     """
     chosen = guest.check_embed(guest.stock_embedded() if embed is None else embed)
@@ -114,7 +113,8 @@ class BuiltRouter:
 
 
 def routed_caps() -> tuple[str, ...]:
-    """The caps the router serves: every cap in ``caps/`` with a dynlink face."""
+    """The caps the router serves: every cap in ``caps/`` with a dynlink face
+    (by folder, which is the cap's name)."""
     return tuple(cap_dir.name for cap_dir in caps.find_caps(CAPS_DIR, face="dynlink"))
 
 
@@ -127,17 +127,6 @@ def _router_key(routed: tuple[str, ...]) -> str:
     return toolchain.source_hash(items, extra=extra)
 
 
-def _face_vendors(manifest: Manifest) -> dict[str, Path]:
-    """The vendored folders the cap's dynlink face names (``@<vendor>/...``)."""
-    face = manifest.dynlink
-    assert face is not None
-    where = f"{manifest.file}: at [dynlink]"
-    check_vendor_refs(manifest, face.sources, f"{where}.sources")
-    check_vendor_refs(manifest, face.include_dirs, f"{where}.include_dirs")
-    used = {rel[1:].partition("/")[0] for rel in (*face.sources, *face.include_dirs) if rel.startswith("@")}
-    return {name: fetch_vendor(manifest.vendors[name]) for name in sorted(used)}
-
-
 def build_router() -> BuiltRouter:
     """Builds (or returns the cached) router component."""
     routed = routed_caps()
@@ -148,7 +137,8 @@ def build_router() -> BuiltRouter:
     if out.exists():
         return BuiltRouter(out, "sha256:" + toolchain.sha256_file(out), routed)
     manifests = [load_manifest(CAPS_DIR / name) for name in routed]
-    vendors = {m.name: _face_vendors(m) for m in manifests}
+    # The vendors each dynlink face names, fetched as `composectl cap build` does.
+    vendors = {m.name: caps._used_vendors(m) for m in manifests}
     staging = toolchain.staging_dir(out_dir)
     try:
         work = staging / "work"
