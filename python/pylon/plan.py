@@ -125,10 +125,15 @@ class GuestLimits:
             :data:`DEFAULT_GUEST_LIMITS`).
         memory_mb: largest memory the guest may grow to, MiB; past it an
             allocation fails (``MemoryError`` where CPython can raise it).
+        tmp_mb: largest size of the run's private temporary folder (the
+            guest's ``/tmp``), MiB; past it the run is stopped
+            (:mod:`pylon.scratch` says how it is measured and by how much a
+            guest can overshoot it).
     """
 
     timeout_ms: int | None = None
     memory_mb: int | None = None
+    tmp_mb: int | None = None
 
     def effective(self) -> GuestLimits:
         """These limits with every unset one taken from :data:`DEFAULT_GUEST_LIMITS`.
@@ -148,7 +153,9 @@ class GuestLimits:
 #:   one with Ctrl-C (SIGINT stops the guest). A plan's ``guest.limits`` or
 #:   ``composectl run --timeout`` sets a deadline where one is wanted
 #:   (services, CI, untrusted scripts).
-DEFAULT_GUEST_LIMITS = GuestLimits(timeout_ms=None, memory_mb=2048)
+#: * tmp-mb 64: room for the scratch files of a test suite or a build step,
+#:   small enough that a runaway writer cannot fill the host's disk.
+DEFAULT_GUEST_LIMITS = GuestLimits(timeout_ms=None, memory_mb=2048, tmp_mb=64)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,7 +184,7 @@ DEFAULT_RUN_LIMITS = RunLimits(max_instances=32, max_memory_mb=1024)
 
 # JSON key <-> attribute, in one table per object so the two spellings cannot drift.
 _LIMIT_KEYS = {"memory-mb": "memory_mb", "timeout-ms": "timeout_ms", "max-payload-mb": "max_payload_mb"}
-_GUEST_LIMIT_KEYS = {"timeout-ms": "timeout_ms", "memory-mb": "memory_mb"}
+_GUEST_LIMIT_KEYS = {"timeout-ms": "timeout_ms", "memory-mb": "memory_mb", "tmp-mb": "tmp_mb"}
 _RUN_LIMIT_KEYS = {"max-instances": "max_instances", "max-memory-mb": "max_memory_mb"}
 _KEYS_OF: dict[type, dict[str, str]] = {CapLimits: _LIMIT_KEYS, GuestLimits: _GUEST_LIMIT_KEYS,
                                         RunLimits: _RUN_LIMIT_KEYS}

@@ -175,7 +175,7 @@ def run(*, plan: Path | None = None, script: str | None = None, code: str | None
         dirs: Iterable[Preopen | str] = (), timeout_s: float | None = None,
         memory_mb: int | None = None, progress: ProgressFactory | None = None,
         store: BlobStore | None = None, report: Report | None = None,
-        interrupt: Interrupt | None = None) -> int:
+        interrupt: Interrupt | None = None, tmp_mb: int | None = None) -> int:
     """Runs ``script`` (or ``code``) in the guest; returns its exit status.
 
     Args:
@@ -185,22 +185,34 @@ def run(*, plan: Path | None = None, script: str | None = None, code: str | None
             directory.
         code: program text, as ``python -c``.
         args: the script's arguments.
-        env: the guest's environment (it sees nothing of the host's otherwise).
+        env: the guest's environment (it sees nothing of the host's otherwise;
+            ``TMPDIR`` is set to its temporary folder unless ``env`` sets it).
         dirs: more host folders for the guest: ``"DIR"`` (read-only),
             ``"DIR:rw"`` (writable) or :class:`~pylon.preopens.Preopen`.
+            Besides these the guest always gets a private, empty temporary
+            folder at ``/tmp`` (``/var/tmp`` when ``/tmp`` is one of these)
+            and an empty ``/dev/null`` (:mod:`pylon.scratch`), removed after
+            the run.
         timeout_s: wall-clock limit; default the plan's ``guest.limits.timeout-ms``
             (none unless the plan sets one).
         memory_mb: memory limit; default the plan's ``guest.limits.memory-mb``.
         progress: makes progress callbacks for fetches.
         report: receives host-side details of refusals (default: stderr).
         interrupt: set it from another thread to stop the guest.
+        tmp_mb: size cap of the temporary folder, MiB; default the plan's
+            ``guest.limits.tmp-mb`` (64).
 
     Raises:
         GuestTimeout, GuestInterrupted: the guest was stopped.
+        ScratchFull: its temporary folder passed ``tmp_mb`` (it was stopped,
+            or it ended with the folder past the cap).
         PylonError: the plan, a folder, the trust gate, the guest blob or the
             engine failed before the script ran. Errors inside the script are
             its exit status.
     """
+    # Imported here: the rest of this module is not the scratch folder's business.
+    from pylon.scratch import check_tmp_mb, scratch
+
     progress = progress or _no_progress
     store = store or BlobStore()
     report = report or _report_to_stderr
@@ -215,25 +227,35 @@ def run(*, plan: Path | None = None, script: str | None = None, code: str | None
         timeout_s = limits.timeout_ms / 1000
     limit_ms = timeout_ms(timeout_s)
     memory_mb = memory_mb if memory_mb is not None else limits.memory_mb
+    tmp_mb = check_tmp_mb(tmp_mb if tmp_mb is not None else limits.tmp_mb)
     assert memory_mb is not None and budget.max_instances is not None and budget.max_memory_mb is not None
+    max_instances, max_cap_memory_bytes = budget.max_instances, budget.max_memory_mb * MIB
     preopens = plan_preopens(script_path, dirs)
     trust = TrustPolicy.load()
     guest_path, guest_digest, guest_sources, guest_size = _guest_blob(the_plan, store, trust, progress)
     cwd = str(script_path.parent) if script_path is not None else (str(preopens[0].path) if preopens else "/")
     resolver = Resolver(the_plan, label, store=store, trust=trust, progress=progress, report=report)
     engine = get_engine()
+    # One stop flag for the whole run: Ctrl-C, the deadline and the temporary
+    # folder's watcher all stop the guest through it.
+    stop_flag = interrupt or Interrupt()
 
     def attempt(blob: Path) -> int:
-        def call(stop: Interrupt) -> int:
-            return engine.run_guest(
-                str(blob), guest_digest,
-                argv=argv, env=sorted((env or {}).items()), cwd=cwd,
-                preopens=[p.as_engine_tuple() for p in preopens], resolver=resolver, report=report,
-                timeout_ms=limit_ms,
-                memory_bytes=memory_mb * MIB, max_instances=budget.max_instances,
-                max_cap_memory_bytes=budget.max_memory_mb * MIB, interrupt=stop,
-            )
-        return run_stoppable(call, timeout_s=timeout_s, interrupt=interrupt)
+        # A fresh, empty temporary folder per attempt, removed whatever happens.
+        with scratch(tmp_mb, interrupt=stop_flag, taken=[p.as_engine_tuple()[1] for p in preopens],
+                     report=report) as tmp:
+            opened = [p.as_engine_tuple() for p in [*preopens, *tmp.preopens]]
+
+            def call(stop: Interrupt) -> int:
+                return engine.run_guest(
+                    str(blob), guest_digest,
+                    argv=argv, env=sorted({**tmp.env, **(env or {})}.items()), cwd=cwd,
+                    preopens=opened, resolver=resolver, report=report,
+                    timeout_ms=limit_ms,
+                    memory_bytes=memory_mb * MIB, max_instances=max_instances,
+                    max_cap_memory_bytes=max_cap_memory_bytes, interrupt=stop,
+                )
+            return run_stoppable(call, timeout_s=timeout_s, interrupt=stop_flag)
 
     try:
         return attempt(guest_path)

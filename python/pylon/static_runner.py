@@ -18,8 +18,12 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pylon.errors import EngineError
+
+if TYPE_CHECKING:
+    from pylon._engine import Interrupt
 
 Pairs = Sequence[tuple[str, str]]
 
@@ -46,7 +50,7 @@ process.exitCode = wasi.start(instance);
 """
 
 
-def _engine_runner():
+def _engine_runner() -> Any:
     # PYLON_STATIC_RUNNER=wasmtime-py forces the fallback (tests, comparisons).
     if os.environ.get("PYLON_STATIC_RUNNER") == "wasmtime-py":
         return None
@@ -63,7 +67,7 @@ def _engine_runner():
 _ENGINE = None
 
 
-def _engine():
+def _engine() -> Any:
     """One engine per process (each has an epoch thread and a compile cache)."""
     global _ENGINE
     if _ENGINE is None:
@@ -86,14 +90,15 @@ def backend() -> str:
 
 def run_static(module: Path | str, argv: Sequence[str], env: Pairs = (), preopens: Pairs = (),
                *, writable: Sequence[str] = (), timeout_s: float | None = None,
-               memory_mb: int | None = None) -> int:
+               memory_mb: int | None = None, interrupt: Interrupt | None = None) -> int:
     """Runs ``module``'s ``_start`` with WASI p1; returns the exit status.
 
     ``argv`` is the full argv (``argv[0]`` is the program name); ``env`` is
     (name, value) pairs; ``preopens`` is (host dir, guest path) pairs,
     read-only unless the host dir is in ``writable``. On Pylon's engine the
     run has the same limits and Ctrl-C handling as a CPython guest
-    (``timeout_s``, ``memory_mb``; :mod:`pylon.guard`).
+    (``timeout_s``, ``memory_mb``; :mod:`pylon.guard`), and ``interrupt``
+    (a :class:`pylon.engine.Interrupt`) stops it from another thread.
 
     Raises EngineError when the module cannot be compiled or instantiated, or
     traps (a trap is not an exit status); GuestTimeout / GuestInterrupted
@@ -109,13 +114,13 @@ def run_static(module: Path | str, argv: Sequence[str], env: Pairs = (), preopen
         opened = [(str(h), g, str(h) not in writable) for h, g in preopens]
         limit_ms = timeout_ms(timeout_s)
 
-        def call(stop) -> int:
+        def call(stop: Interrupt) -> int:
             return int(engine.run_core_p1(
                 str(module), argv=list(argv), env=[tuple(p) for p in env], preopens=opened,
                 timeout_ms=limit_ms,
                 memory_bytes=None if memory_mb is None else memory_mb << 20, interrupt=stop))
         try:
-            return run_stoppable(call, timeout_s=timeout_s)
+            return run_stoppable(call, timeout_s=timeout_s, interrupt=interrupt)
         except EngineError as exc:
             hint = _legacy_hint(str(exc))
             if hint:
@@ -253,13 +258,19 @@ def script_invocation(script: Path | str, args: Sequence[str] = ()) -> tuple[lis
 
 def run_script(module: Path | str, script: Path | str, args: Sequence[str] = (), env: Pairs = (),
                *, runtime: str = "engine", dirs: Sequence[str] = (), timeout_s: float | None = None,
-               memory_mb: int | None = None) -> int:
+               memory_mb: int | None = None, tmp_mb: int | None = None) -> int:
     """Runs ``script`` (a host path) in the static ``module``; returns its exit status.
 
     ``runtime`` is ``"engine"`` (our engine or wasmtime-py, exnref modules),
     ``"node"`` or ``"iwasm"`` (legacy-EH modules). The script's folder and
     ``dirs`` (``DIR`` or ``DIR:rw``) are checked as for the CPython guest
     (:mod:`pylon.preopens`); on the engine they are read-only unless ``:rw``.
+
+    On Pylon's engine the script also gets the run's private temporary
+    folder at ``/tmp`` (``TMPDIR``), capped at ``tmp_mb`` (default 64), and
+    an empty ``/dev/null`` (:mod:`pylon.scratch`). The other runtimes cannot
+    be stopped when the folder passes its cap, so they get neither, and
+    refuse an explicit ``tmp_mb``.
     """
     from pylon.preopens import plan_preopens
 
@@ -273,8 +284,25 @@ def run_script(module: Path | str, script: Path | str, args: Sequence[str] = (),
         return run_static_iwasm(module, argv, env, preopens).returncode
     if runtime != "engine":
         raise EngineError(f"unknown runtime {runtime!r}: use engine, node or iwasm")
-    return run_static(module, argv, env, preopens, writable=writable, timeout_s=timeout_s,
-                      memory_mb=memory_mb)
+    if _engine_runner() is None:
+        if tmp_mb is not None:
+            raise EngineError("--tmp-mb needs Pylon's engine (pylon._engine); the wasmtime-py fallback "
+                              "cannot stop a run whose temporary folder passes its limit")
+        return run_static(module, argv, env, preopens, writable=writable, timeout_s=timeout_s,
+                          memory_mb=memory_mb)
+    from pylon.engine import Interrupt
+    from pylon.plan import DEFAULT_GUEST_LIMITS
+    from pylon.scratch import scratch
+
+    stop = Interrupt()
+    limit = tmp_mb if tmp_mb is not None else DEFAULT_GUEST_LIMITS.tmp_mb
+    assert limit is not None
+    with scratch(limit, interrupt=stop, taken=[guest for _, guest in preopens]) as tmp:
+        extra = [(str(p.path), p.as_engine_tuple()[1]) for p in tmp.preopens]
+        guest_env = sorted({**tmp.env, **dict(env)}.items())
+        return run_static(module, argv, guest_env, [*preopens, *extra],
+                          writable=[*writable, str(tmp.preopen.path)], timeout_s=timeout_s,
+                          memory_mb=memory_mb, interrupt=stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,8 +7,8 @@ parsed here and handed to :func:`pylon.runtime.run` directly. Anything else,
 ``--help``, an unknown option, a value typer would reject, the MicroPython
 profile, goes to the full app in :mod:`pylon.cli.main`, which owns every
 message and exit status. Both paths render errors the same way
-(``error: <message>`` on stderr, exit status 2; a stopped guest exits 124 or
-130).
+(``error: <message>`` on stderr, exit status 2; a stopped guest exits 124,
+130, or 153 when its temporary folder passed its size limit).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ __all__ = ["main", "parse_plain_run", "stopped_status"]
 #: Exit status when a PylonError stops composectl (as :data:`pylon.cli.main.ERROR_EXIT`).
 _ERROR_EXIT = 2
 #: ``run``'s options that take a value; a flag not listed here means "use the full CLI".
-_VALUED = {"--plan", "-c", "--env", "--dir", "--profile", "--timeout", "--memory-mb"}
+_VALUED = {"--plan", "-c", "--env", "--dir", "--profile", "--timeout", "--memory-mb", "--tmp-mb"}
 
 
 @dataclass
@@ -42,6 +42,7 @@ class PlainRun:
     dirs: list[str] = field(default_factory=list)
     timeout: float | None = None
     memory_mb: int | None = None
+    tmp_mb: int | None = None
     script: str | None = None
     args: list[str] = field(default_factory=list)
 
@@ -109,6 +110,11 @@ def _apply(run: PlainRun, name: str, value: str) -> bool:
             return False
         run.memory_mb = int(value)
         return 16 <= run.memory_mb <= 4096
+    elif name == "--tmp-mb":
+        if not (value.isascii() and value.isdigit()):
+            return False
+        run.tmp_mb = int(value)
+        return 1 <= run.tmp_mb <= 65536  # as run_cmd's --tmp-mb (pylon.scratch.MAX_TMP_MB)
     return True
 
 
@@ -123,7 +129,8 @@ def _error(message: str) -> None:
 
 
 def stopped_status(exc: GuestStopped, render: Callable[[str], None]) -> int:
-    """Says why the guest stopped; the exit status a shell would give (124 timeout, 130 Ctrl-C).
+    """Says why the guest stopped; the exit status a shell would give (124 timeout, 130 Ctrl-C,
+    153 temporary folder full).
 
     A guest blocked in a host call cannot be unwound: then the process ends
     here (after flushing), instead of waiting for its thread.
@@ -152,7 +159,7 @@ def _run_plain(run: PlainRun) -> int:
     try:
         return int(runtime.run(plan=run.plan, script=run.script, code=run.code, args=run.args,
                                env=run.env, dirs=run.dirs, timeout_s=run.timeout,
-                               memory_mb=run.memory_mb, progress=fetch_progress) or 0)
+                               memory_mb=run.memory_mb, tmp_mb=run.tmp_mb, progress=fetch_progress) or 0)
     except KeyboardInterrupt:
         # Ctrl-C before the guest ran (loading the plan, fetching): as the
         # typer app does, exit 130 without a traceback.

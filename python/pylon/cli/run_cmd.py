@@ -51,6 +51,11 @@ def run(
         "--memory-mb", metavar="N", min=16, max=4096, help="The guest's memory limit in MiB; past it "
         "the script gets MemoryError. Default: the plan's guest.limits.memory-mb, else 2048.",
         show_default=False)] = None,
+    tmp_mb: Annotated[int | None, typer.Option(
+        "--tmp-mb", metavar="N", min=1, max=65536, help="Size limit in MiB of the run's private temporary "
+        "folder (the guest's /tmp, TMPDIR; empty at the start, deleted after the run); past it the script is "
+        "stopped (exit status 153). Default: the plan's guest.limits.tmp-mb, else 64.",
+        show_default=False)] = None,
     profile: Annotated[str, typer.Option(
         "--profile", metavar="PROFILE", help="cpython (pylon.wasm, default) or micropython-static (the flat "
         "wasi-p1 MicroPython module with caps folded in, built on first use).")] = "cpython",
@@ -74,7 +79,8 @@ def run(
     environment = parse_env(env or [])
     if profile == "micropython-static":
         try:
-            status = _run_static(script, code, argv, environment, with_caps, dirs or [], timeout, memory_mb)
+            status = _run_static(script, code, argv, environment, with_caps, dirs or [], timeout, memory_mb,
+                                 tmp_mb)
         except GuestStopped as exc:
             _stopped(exc)
         raise typer.Exit(status)
@@ -91,14 +97,14 @@ def run(
     try:
         status = runtime.run(plan=plan, script=script, code=code, args=argv, env=environment,
                              dirs=list(dirs or []), timeout_s=timeout, memory_mb=memory_mb,
-                             progress=fetch_progress)
+                             tmp_mb=tmp_mb, progress=fetch_progress)
     except GuestStopped as exc:
         _stopped(exc)
     raise typer.Exit(int(status or 0))
 
 
 def _stopped(exc: GuestStopped) -> NoReturn:
-    """Says why the guest stopped and exits as a shell would (124 timeout, 130 Ctrl-C)."""
+    """Says why the guest stopped and exits as a shell would (124 timeout, 130 Ctrl-C, 153 /tmp full)."""
     from pylon.cli.console import print_error
     from pylon.cli.entry import stopped_status
 
@@ -107,7 +113,7 @@ def _stopped(exc: GuestStopped) -> NoReturn:
 
 def _run_static(script: str | None, code: str | None, argv: list[str], env: dict[str, str],
                 with_caps: list[str] | None, dirs: list[str], timeout: float | None,
-                memory_mb: int | None) -> int:
+                memory_mb: int | None, tmp_mb: int | None) -> int:
     """Runs a script in the MicroPython static module on our engine (a core module, WASI p1)."""
     from pylon import paths
     from pylon.build.caps import find_caps
@@ -119,7 +125,7 @@ def _run_static(script: str | None, code: str | None, argv: list[str], env: dict
     caps = list(with_caps) if with_caps else [d.name for d in find_caps(paths.SOURCE_ROOT / "caps", face="static")]
     module = build_micropython(caps, "exnref")
     return run_script(module, script, argv, sorted(env.items()), dirs=dirs, timeout_s=timeout,
-                      memory_mb=memory_mb)
+                      memory_mb=memory_mb, tmp_mb=tmp_mb)
 
 
 def register(app: typer.Typer) -> None:

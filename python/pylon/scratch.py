@@ -1,0 +1,364 @@
+"""A run's private scratch folders: a capped ``/tmp`` and an empty ``/dev/null``.
+
+Python code expects an ordinary machine: :mod:`tempfile` needs a writable
+temporary folder and ``open(os.devnull)`` needs ``/dev/null``. WASI has
+neither, so every run gets, in one fresh host folder of its own
+(``tempfile.mkdtemp``, mode ``0700``, in the host's temporary folder, never
+inside Pylon's state)::
+
+    pylon-run-XXXX/
+        tmp/        preopened read-write at /tmp, TMPDIR=/tmp in the guest
+        dev/null    an empty file; dev/ is preopened read-only at /dev
+
+The folder is made before the run, removed after it whatever happens (the
+guest returns, fails, times out, is interrupted by Ctrl-C), and never shared:
+no run sees another's files, and every run starts with an empty ``/tmp``.
+
+``/dev/null`` is a plain empty file the guest cannot write: reading it gives
+EOF forever. Writing to ``os.devnull`` is done inside the guest, which
+discards the bytes before they reach the host (``guest/python/pylon/_devnull.py``
+says why a host file cannot do that).
+
+**The size cap.** wasmtime-wasi cannot limit the bytes written into a
+preopened folder, so a watcher thread measures ``tmp/`` every :data:`POLL_S`
+seconds (less often for a folder that takes long to measure: :data:`BACKOFF`)
+and, once it holds more than the run's ``tmp-mb``, stops the run through its
+:class:`~pylon.engine.Interrupt` (the engine unwinds the guest at its next
+epoch tick, 5 ms); the run fails with :class:`ScratchFull` ("the run's
+temporary folder passed N MiB", exit status 153, as a shell reports a process
+past its file-size limit). What counts: a file its size or the disk blocks it
+holds, whichever is more (a sparse file counts in full), and every file or
+folder at least :data:`ENTRY_BYTES`, so a flood of empty files reaches the cap
+too. A run that ends by itself is measured once more, so a burst written just
+before the end is caught as well.
+
+The cap is enforced after the fact, so a guest overshoots it by what it writes
+while the watcher notices and the engine stops it: one poll, one measurement
+and one epoch tick, ~10 ms for a small folder, a few MiB at the page cache's
+speed (``tests/test_guest_os.py`` prints it; docs/guest-os.md has figures).
+CPython's C library hands a big buffer to WASI in small pieces, so even one
+huge ``write()`` is stopped partway. A guest blocked in a host call (a sleep)
+when the watcher trips cannot write meanwhile, and stops when the call
+returns. Everything is deleted when the run ends.
+
+Used by :func:`pylon.runtime.run`, the MicroPython profile
+(:mod:`pylon.static_runner`) and the embedding API::
+
+    with scratch.scratch(tmp_mb, interrupt=stop, taken=guest_paths) as tmp:
+        preopens += tmp.preopens          # /tmp (rw) and /dev (ro)
+        env = {**tmp.env, **env}          # TMPDIR, unless the caller sets it
+        engine.run_guest(..., interrupt=stop)
+    # leaving the block removes the folder; ScratchFull if the cap was passed
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pylon.errors import GuestInterrupted, GuestStopped, PylonError
+from pylon.preopens import Preopen, PreopenError, plan_preopens
+
+__all__ = ["ENTRY_BYTES", "MAX_TMP_MB", "POLL_S", "GuestPreopen", "Scratch", "ScratchFull",
+           "check_tmp_mb", "measure", "scratch"]
+
+MIB = 1 << 20
+#: Largest tmp-mb a run accepts (64 GiB), as the plan schema says.
+MAX_TMP_MB = 65_536
+#: How often the watcher measures the temporary folder, in seconds (at least).
+POLL_S = 0.002
+#: The watcher waits this many times as long as its last measurement took, if
+#: that is longer than POLL_S: it never takes more than a tenth of a core
+#: (measuring an empty folder takes ~10 us, 500 files ~2 ms).
+BACKOFF = 9
+#: What each file or folder counts at least: one block of a typical file system.
+ENTRY_BYTES = 4096
+#: Where the guest may see its temporary folder: the first the run does not
+#: already show (a script that lives in /tmp keeps its folder at /tmp).
+TMP_GUEST_PATHS = ("/tmp", "/var/tmp")
+#: Where the guest sees the folder holding ``null``.
+DEV_GUEST_PATH = "/dev"
+
+
+class Stoppable(Protocol):
+    """What the watcher needs of a run: :class:`pylon.engine.Interrupt` is one."""
+
+    def set(self) -> None: ...
+
+
+class ScratchFull(GuestStopped):
+    """The run's temporary folder passed its size cap (``tmp-mb``), so the run was stopped.
+
+    Attributes:
+        limit_bytes: the cap.
+        held_bytes: what the folder held when the guest had stopped, measured
+            just before it was removed (the overshoot is ``held - limit``).
+    """
+
+    #: 128 + SIGXFSZ: what a shell shows for a process stopped at its file-size limit.
+    exit_status = 153
+
+    def __init__(self, message: str, *, limit_bytes: int, held_bytes: int,
+                 seconds: float | None = None, abandoned: bool = False):
+        super().__init__(message, seconds=seconds, abandoned=abandoned)
+        self.limit_bytes = limit_bytes
+        self.held_bytes = held_bytes
+
+
+@dataclass(frozen=True)
+class GuestPreopen(Preopen):
+    """A :class:`~pylon.preopens.Preopen` the guest sees at ``guest_path`` instead of its host path."""
+
+    guest_path: str = "/tmp"
+
+    def as_engine_tuple(self) -> tuple[str, str, bool]:
+        return (str(self.path), self.guest_path, not self.writable)
+
+
+def check_tmp_mb(tmp_mb: object) -> int:
+    """``tmp_mb`` if it is a whole number of MiB in [1, :data:`MAX_TMP_MB`].
+
+    Raises:
+        PylonError: it is not.
+    """
+    if isinstance(tmp_mb, bool) or not isinstance(tmp_mb, int) or not 1 <= tmp_mb <= MAX_TMP_MB:
+        raise PylonError(f"the temporary folder's size limit must be a whole number of MiB from 1 to "
+                         f"{MAX_TMP_MB}, got {tmp_mb!r}")
+    return tmp_mb
+
+
+def measure(folder: Path | str, stop_above: int | None = None) -> int:
+    """Bytes ``folder`` holds, as the cap counts them (see the module's docstring).
+
+    Symbolic links are counted, never followed. Entries that vanish while
+    the walk runs are skipped. With ``stop_above``, the walk ends as soon as
+    the total passes it, so one measurement costs at most about
+    ``stop_above / ENTRY_BYTES`` entries however many the guest made.
+    """
+    total = 0
+    todo = [os.fspath(folder)]
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as entries:
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        continue  # removed since it was listed
+                    total += max(st.st_size, st.st_blocks * 512, ENTRY_BYTES)
+                    if is_dir:
+                        todo.append(entry.path)
+                    if stop_above is not None and total > stop_above:
+                        return total
+        except OSError:
+            continue  # a folder removed while we walked
+    return total
+
+
+def _mib(n: int) -> str:
+    return f"{n / MIB:.1f}".removesuffix(".0")
+
+
+class Scratch:
+    """One run's scratch folders; made by :func:`scratch`, which also watches and removes them.
+
+    Attributes:
+        root: the host folder holding everything below (removed after the run).
+        preopen: the temporary folder, writable, at :attr:`guest_tmp` in the guest.
+        devnull: the read-only folder holding an empty ``null``, at ``/dev``
+            (None when the run already shows the guest a ``/dev`` of its own).
+        env: what to add to the guest's environment (``TMPDIR``).
+        limit_bytes: the temporary folder's cap.
+    """
+
+    def __init__(self, root: Path, tmp_mb: int, guest_tmp: str, with_dev: bool):
+        self.root = root
+        self.limit_bytes = tmp_mb * MIB
+        self.guest_tmp = guest_tmp
+        tmp = root / "tmp"
+        tmp.mkdir(mode=0o700)
+        self.preopen = GuestPreopen(tmp, writable=True, guest_path=guest_tmp)
+        self.devnull: GuestPreopen | None = None
+        if with_dev:
+            dev = root / "dev"
+            dev.mkdir(mode=0o700)
+            # Read-only on the host too: even a bug in the read-only preopen
+            # could not let the guest put bytes in it.
+            os.close(os.open(dev / "null", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400))
+            self.devnull = GuestPreopen(dev, writable=False, guest_path=DEV_GUEST_PATH)
+        self.env = {"TMPDIR": guest_tmp}
+        self._over: int | None = None
+        self._done = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def preopens(self) -> list[Preopen]:
+        """What to add to the run's preopens."""
+        found: list[Preopen] = [self.preopen]
+        if self.devnull is not None:
+            found.append(self.devnull)
+        return found
+
+    @property
+    def tripped(self) -> bool:
+        """Whether the watcher saw the folder past its cap (and stopped the run)."""
+        return self._over is not None
+
+    def usage(self, stop_above: int | None = None) -> int:
+        """What the temporary folder holds now (see :func:`measure`)."""
+        return measure(self.preopen.path, stop_above)
+
+    def watch(self, interrupt: Stoppable) -> None:
+        """Starts the watcher: past the cap it calls ``interrupt.set()`` once and ends."""
+        if self._watcher is not None:
+            raise RuntimeError("this scratch folder is already watched")
+
+        def loop() -> None:
+            wait = POLL_S
+            while not self._done.wait(wait):
+                started = time.monotonic()
+                used = self.usage(stop_above=self.limit_bytes)
+                if used > self.limit_bytes:
+                    self._over = used
+                    interrupt.set()
+                    return
+                wait = max(POLL_S, BACKOFF * (time.monotonic() - started))
+
+        self._watcher = threading.Thread(target=loop, name="pylon-scratch-watch", daemon=True)
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        """Stops the watcher (waits for it: a measurement takes milliseconds)."""
+        self._done.set()
+        if self._watcher is not None:
+            self._watcher.join()
+
+    def full_error(self, *, seconds: float | None = None, abandoned: bool = False) -> ScratchFull:
+        """The error that says this run's temporary folder passed its cap."""
+        held = self.usage()
+        when = f" after {seconds:.2f} s" if seconds is not None else ""
+        return ScratchFull(
+            f"the run's temporary folder passed {_mib(self.limit_bytes)} MiB (its tmp-mb limit; it held "
+            f"{_mib(held)} MiB when the guest stopped), so the guest was stopped{when}. Raise the "
+            "limit with --tmp-mb or the plan's guest.limits.tmp-mb, or write less to the temporary folder",
+            limit_bytes=self.limit_bytes, held_bytes=held, seconds=seconds, abandoned=abandoned)
+
+    def check(self) -> None:
+        """Raises :class:`ScratchFull` if the folder is, or was seen, past its cap."""
+        if self.tripped or self.usage(stop_above=self.limit_bytes) > self.limit_bytes:
+            raise self.full_error()
+
+    def remove(self, report: Callable[[str], None]) -> None:
+        """Deletes :attr:`root` and everything in it; tells ``report`` if it cannot.
+
+        A Ctrl-C during the removal does not leave the folder behind: the
+        removal finishes, then the interrupt goes on.
+        """
+        interrupted: BaseException | None = None
+        # A guest abandoned in a host call may still be creating files while
+        # the tree is removed; a few passes outlast it (once the folder is
+        # gone nothing can be created in it).
+        for _ in range(5):
+            try:
+                shutil.rmtree(self.root, ignore_errors=True)
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+                continue
+            if not os.path.lexists(self.root):
+                break
+        else:
+            report(f"could not remove the run's temporary folder {self.root}; delete it by hand")
+        if interrupted is not None:
+            raise interrupted
+
+
+def _report_to_stderr(message: str) -> None:
+    sys.stderr.write(f"pylon: {message}\n")
+    sys.stderr.flush()
+
+
+def _make_root() -> Path:
+    """A fresh ``0700`` folder in the host's temporary folder, checked against Pylon's state."""
+    try:
+        root = Path(tempfile.mkdtemp(prefix="pylon-run-")).resolve()
+    except OSError as exc:
+        raise PylonError(f"cannot make the run's temporary folder in {tempfile.gettempdir()}: "
+                         f"{exc.strerror or exc}") from exc
+    try:
+        # The same rules as any folder the guest sees: never Pylon's state, never host code.
+        plan_preopens(None, [Preopen(root, writable=True)])
+    except PreopenError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        raise PreopenError(f"the host's temporary folder ({tempfile.gettempdir()}) cannot hold the "
+                           f"guest's: {exc} Point TMPDIR somewhere else.") from None
+    return root
+
+
+def _guest_tmp_path(taken: set[str]) -> str:
+    for candidate in TMP_GUEST_PATHS:
+        if candidate not in taken:
+            return candidate
+    raise PreopenError(f"the run already shows the guest folders at {' and '.join(TMP_GUEST_PATHS)}, so "
+                       "its private temporary folder has nowhere to go; give one of them a folder "
+                       "elsewhere")
+
+
+@contextlib.contextmanager
+def scratch(tmp_mb: int, *, interrupt: Stoppable | None = None, taken: Iterable[str] = (),
+            report: Callable[[str], None] = _report_to_stderr) -> Iterator[Scratch]:
+    """Makes a run's scratch folders, watches the cap, removes them on the way out.
+
+    Args:
+        tmp_mb: the temporary folder's size cap, MiB.
+        interrupt: the run's stop flag; past the cap the watcher sets it.
+            ``None``: no watcher (the cap is still checked when the block ends).
+        taken: guest paths the run's other preopens already use. The
+            temporary folder takes the first free one of ``/tmp``,
+            ``/var/tmp``; ``/dev`` is left out if taken.
+        report: hears about a folder that could not be removed.
+
+    Raises:
+        ScratchFull: the run was stopped by the watcher (the block raised
+            ``GuestInterrupted`` after the watcher set ``interrupt``), or the
+            block ended normally with the folder past its cap.
+        PreopenError: the host's temporary folder is inside Pylon's state,
+            or neither ``/tmp`` nor ``/var/tmp`` is free in the guest.
+        PylonError: ``tmp_mb`` is out of range, or the folder cannot be made.
+    """
+    check_tmp_mb(tmp_mb)
+    taken = {str(p) for p in taken}
+    guest_tmp = _guest_tmp_path(taken)
+    root = _make_root()
+    try:
+        tmp = Scratch(root, tmp_mb, guest_tmp, with_dev=DEV_GUEST_PATH not in taken)
+    except BaseException as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise PylonError(f"cannot make the run's temporary folder: {exc.strerror or exc}") from exc
+        raise
+    try:
+        if interrupt is not None:
+            tmp.watch(interrupt)
+        try:
+            yield tmp
+        except GuestInterrupted as exc:
+            tmp.stop_watching()
+            if tmp.tripped:
+                raise tmp.full_error(seconds=exc.seconds, abandoned=exc.abandoned) from None
+            raise
+        tmp.stop_watching()
+        tmp.check()
+    finally:
+        # A watcher never outlives its folder, and the folder never outlives the run.
+        tmp.stop_watching()
+        tmp.remove(report)
