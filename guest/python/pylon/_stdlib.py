@@ -8,6 +8,11 @@ every one, submodules included, and the snapshot keeps them.
 
 Skipped: modules that cannot work under WASI or act at import time
 (``this`` prints, ``antigravity`` opens a browser), GUI and test suites.
+
+Before importing anything, :func:`preimport_all` installs the guest's
+``os.devnull`` hooks (:mod:`pylon._devnull`): a module that keeps a reference
+to ``open`` at import time then keeps the hooked one, and the hooks are in the
+snapshot, so every run and every session starts with them.
 """
 
 from __future__ import annotations
@@ -43,7 +48,10 @@ def _walk(package) -> list[str]:
 
 
 def preimport_all() -> list[str]:
-    """Imports every importable stdlib module; returns the ones that failed."""
+    """Installs the devnull hooks, then imports every importable stdlib module; returns the ones that failed."""
+    from pylon import _devnull
+
+    _devnull.install()
     failed: list[str] = []
     for name in sorted(sys.stdlib_module_names):
         if name in SKIP_TOP:
