@@ -271,3 +271,36 @@ def test_public_surface():
     for name in pylon.__all__:
         assert getattr(pylon, name) is not None
     assert isinstance(Path(pylon.__file__), Path)
+
+
+def test_time_limit_holds_while_the_guest_sleeps(home):
+    """A guest waiting in the host (time.sleep) never reaches an epoch check;
+    the engine's wait checks the deadline in slices instead."""
+    started = time.monotonic()
+    r = pylon.Sandbox(timeout=0.3).run("import time; print('zz', flush=True); time.sleep(60)")
+    assert r.timed_out and r.stdout == b"zz\n"
+    assert time.monotonic() - started < 10
+
+
+def test_interrupt_stops_a_sleeping_guest(sb):
+    stop = pylon.Interrupt()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(GuestInterrupted):
+        sb.run("import time; time.sleep(60)", interrupt=stop)
+    assert time.monotonic() - started < 10
+
+
+def test_ctrl_c_stops_a_guest_on_the_main_thread(sb):
+    """Signal handlers run only on the main thread, which is inside the engine:
+    the engine runs them itself and the KeyboardInterrupt reaches the caller."""
+    import os
+    import signal
+
+    assert threading.current_thread() is threading.main_thread()
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        sb.run("while True: pass")
+    assert time.monotonic() - started < 10
+    assert sb.run("print('after')").stdout == b"after\n"  # the sandbox is still usable

@@ -3,7 +3,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, TypedFunc};
+use wasmtime::component::{
+    ComponentExportIndex, InstancePre, Linker, Resource, TypedFunc,
+};
+use wasmtime::StoreContextMut;
+use wasmtime_wasi::p2::DynPollable;
+use wasmtime_wasi_io::bindings::wasi::io::poll::{Host as PollHost, HostPollable};
 use wasmtime::error::Context;
 use wasmtime::{format_err, Result};
 use wasmtime::{Store, UpdateDeadline};
@@ -85,6 +90,8 @@ pub struct GuestSetup {
     pub stderr: OutputMode,
     /// Resolver, reporter, provider budget and stop control of the run.
     pub run: RunContext,
+    /// Stop on Ctrl-C: the run is on Python's main thread.
+    pub python_signals: bool,
 }
 
 /// How much a guest may use (its time limit lives in its [`RunControl`]).
@@ -105,7 +112,56 @@ pub fn guest_linker(shared: &Shared) -> Result<Linker<GuestState>> {
     let mut linker = Linker::new(&shared.engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     DynlinkHost::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+    // A guest waiting in the host (`time.sleep`, `select`) never reaches an
+    // epoch check, so its time limit and stop flag would not hold there:
+    // the two calls that block wait in slices and check between them.
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_POLL)?;
+    poll.func_wrap(
+        "poll",
+        |mut store: StoreContextMut<'_, GuestState>,
+         (list,): (Vec<Resource<DynPollable>>,)|
+         -> Result<(Vec<u32>,)> {
+            let control = store.data().control();
+            let table = &mut store.data_mut().table;
+            bounded_wait(&control, PollHost::poll(table, list)).map(|ready| (ready,))
+        },
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |mut store: StoreContextMut<'_, GuestState>,
+         (pollable,): (Resource<DynPollable>,)|
+         -> Result<()> {
+            let control = store.data().control();
+            let table = &mut store.data_mut().table;
+            bounded_wait(&control, HostPollable::block(table, pollable))
+        },
+    )?;
+    linker.allow_shadowing(false);
     Ok(linker)
+}
+
+/// The `wasi:io/poll` instance wasmtime-wasi defines.
+const WASI_POLL: &str = "wasi:io/poll@0.2.12";
+
+/// How often a guest waiting in the host checks its deadline and stop flag.
+const WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Awaits `wait` (wasmtime-wasi's own poll), checking `control` every
+/// [`WAIT_SLICE`]: a stop unwinds the guest from inside its wait.
+fn bounded_wait<T>(
+    control: &RunControl,
+    wait: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    wasmtime_wasi::runtime::in_tokio(async {
+        let mut wait = std::pin::pin!(wait);
+        loop {
+            match tokio::time::timeout(WAIT_SLICE, wait.as_mut()).await {
+                Ok(done) => return done,
+                Err(_) => control.check()?,
+            }
+        }
+    })
 }
 
 /// Makes `store` stop at the next epoch tick once `control` says so.
@@ -253,6 +309,7 @@ impl LiveGuest {
         };
         add_preopens(&mut wasi, &setup.preopens)?;
         let control = RunControl::start(setup.timeout, setup.signal);
+        control.watch_python_signals(setup.python_signals);
         let mut context = setup.run;
         context.control = Some(control.clone());
         let limiter = Limiter::new(setup.limits.memory_bytes, None);
@@ -323,6 +380,7 @@ impl LiveGuest {
         code: String,
         timeout: Option<std::time::Duration>,
         signal: Option<Arc<RunSignal>>,
+        python_signals: bool,
     ) -> Result<i32> {
         let Some(run_more) = self.run_more else {
             return Err(format_err!(
@@ -330,6 +388,7 @@ impl LiveGuest {
             ));
         };
         self.control.restart(timeout, signal);
+        self.control.watch_python_signals(python_signals);
         self.store.data_mut().limiter.reset_hit();
         self.call(move |store| run_more.call(store, (code,)).map(|(code,)| code))
     }

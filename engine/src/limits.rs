@@ -286,6 +286,10 @@ impl RunSignal {
 #[derive(Debug)]
 pub struct RunControl {
     phase: Mutex<Phase>,
+    /// Also stop on a pending Python signal (Ctrl-C): set when the run is on
+    /// Python's main thread, the only one signal handlers run on, and which
+    /// cannot see them while it is inside the engine.
+    python_signals: AtomicBool,
 }
 
 /// The current call's stop flag, start and deadline.
@@ -315,7 +319,13 @@ impl RunControl {
     pub fn start(timeout: Option<Duration>, signal: Option<Arc<RunSignal>>) -> Arc<Self> {
         Arc::new(RunControl {
             phase: Mutex::new(Phase::begin(timeout, signal)),
+            python_signals: AtomicBool::new(false),
         })
+    }
+
+    /// Whether [`check`](Self::check) also runs Python's signal handlers.
+    pub fn watch_python_signals(&self, on: bool) {
+        self.python_signals.store(on, Ordering::Relaxed);
     }
 
     /// Starts the next call of a session: a fresh time limit and stop flag.
@@ -341,12 +351,26 @@ impl RunControl {
             Stop::Interrupted
         } else if phase.deadline.is_some_and(|d| Instant::now() >= d) {
             Stop::TimedOut
+        } else if self.python_signals.load(Ordering::Relaxed) && python_signal_pending() {
+            Stop::Interrupted
         } else {
             return Ok(());
         };
         let after = phase.started.elapsed();
         Err(wasmtime::Error::new(Stopped { why, after }))
     }
+}
+
+/// Runs Python's signal handlers; a handler's exception (`KeyboardInterrupt`)
+/// stays pending for whoever called the engine, and the run stops.
+fn python_signal_pending() -> bool {
+    pyo3::Python::attach(|py| match py.check_signals() {
+        Ok(()) => false,
+        Err(err) => {
+            err.restore(py);
+            true
+        }
+    })
 }
 
 #[cfg(test)]

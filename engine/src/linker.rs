@@ -78,6 +78,11 @@ impl GuestState {
         }
     }
 
+    /// The run's deadline and stop flag.
+    pub fn control(&self) -> Arc<RunControl> {
+        self.control.clone()
+    }
+
     /// Tells the host (never the guest) something went wrong in detail.
     fn report(&self, message: String) {
         match &self.report {

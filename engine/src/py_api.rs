@@ -211,6 +211,7 @@ fn guest_setup(
     stdin: Option<Vec<u8>>,
     stdout: OutputMode,
     stderr: OutputMode,
+    python_signals: bool,
 ) -> GuestSetup {
     GuestSetup {
         preopens: self::preopens(preopens),
@@ -223,6 +224,7 @@ fn guest_setup(
         stdin,
         stdout,
         stderr,
+        python_signals,
         run: RunContext {
             resolver,
             report,
@@ -328,6 +330,7 @@ impl Engine {
                 None,
                 OutputMode::Inherit,
                 OutputMode::Inherit,
+                false,
             ),
         };
         py.detach(|| run_guest(&self.shared, &self.provider_linkers, &prepared, run))
@@ -456,6 +459,15 @@ impl Provider {
     }
 }
 
+/// Whether this is Python's main thread: only there do signal handlers run,
+/// so only there must a running guest watch for Ctrl-C itself.
+fn is_main_thread(py: Python<'_>) -> PyResult<bool> {
+    let threading = py.import("threading")?;
+    let current = threading.call_method0("current_thread")?;
+    let main = threading.call_method0("main_thread")?;
+    Ok(current.is(&main))
+}
+
 /// Default capture limit per stream: what a guest prints past it is dropped.
 const DEFAULT_OUTPUT_LIMIT: usize = 16 << 20;
 
@@ -512,6 +524,7 @@ impl Guest {
             Some(stdin.unwrap_or_default()),
             output_mode(stdout, max_output_bytes)?,
             output_mode(stderr, max_output_bytes)?,
+            is_main_thread(py)?,
         );
         let (result, captured) = py
             .detach(|| {
@@ -568,6 +581,7 @@ impl Guest {
             Some(Vec::new()),
             output_mode(stdout, max_output_bytes)?,
             output_mode(stderr, max_output_bytes)?,
+            false,
         );
         let argv = vec!["-c".to_string(), String::new()];
         let live = py
@@ -611,13 +625,19 @@ impl Session {
         interrupt: Option<PyRef<'_, Interrupt>>,
     ) -> PyResult<Outcome> {
         let signal = interrupt.map(|i| i.signal.clone());
+        let main_thread = is_main_thread(py)?;
         let (result, captured) = py
             .detach(|| {
                 let mut slot = self.live.lock().unwrap();
                 let Some(live) = slot.as_mut() else {
                     return Err(wasmtime::format_err!("the session is closed"));
                 };
-                let result = live.run_more(code, timeout_ms.map(Duration::from_millis), signal);
+                let result = live.run_more(
+                    code,
+                    timeout_ms.map(Duration::from_millis),
+                    signal,
+                    main_thread,
+                );
                 let captured = live.take_captured();
                 if result.is_err() {
                     // A stopped or trapped instance is in an unknown state.

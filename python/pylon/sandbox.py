@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -45,7 +44,7 @@ from pylon import _engine
 from pylon.blobstore import BlobStore
 from pylon.engine import HostCapSpec, Interrupt, ProviderSpec, get_engine
 from pylon.errors import DigestMismatch, GuestInterrupted, PylonError
-from pylon.guard import run_stoppable, timeout_ms
+from pylon.guard import timeout_ms
 from pylon.hostcaps import host_cap_handler
 from pylon.names import CAP_NAME_RULE, is_cap_name
 from pylon.plan import Plan
@@ -262,7 +261,6 @@ class Sandbox:
     def _run(self, argv: list[str], cwd: str, preopens: list[Preopen], stdin: bytes | str | None,
              timeout: float | None, interrupt: Interrupt | None) -> Result:
         limit_ms = timeout_ms(timeout) if timeout is not None else self._timeout_ms
-        limit_s = timeout if timeout is not None else self.timeout
         data = _bytes(stdin)
 
         def call(stop: Interrupt) -> _engine.Outcome:
@@ -274,7 +272,7 @@ class Sandbox:
                 stdout=self._stdout, stderr=self._stderr, max_output_bytes=self._max_output)
 
         started = time.perf_counter()
-        outcome = _stoppable(call, limit_s, interrupt)
+        outcome = _stoppable(call, interrupt)
         return _result(outcome, time.perf_counter() - started)
 
     @contextmanager
@@ -311,11 +309,9 @@ class Session:
 
     def run(self, code: str, *, timeout: float | None = None, interrupt: Interrupt | None = None) -> Result:
         """Runs ``code`` in the session's ``__main__``."""
-        limit_s = timeout if timeout is not None else self._sandbox.timeout
-        limit_ms = timeout_ms(limit_s)
+        limit_ms = timeout_ms(timeout if timeout is not None else self._sandbox.timeout)
         started = time.perf_counter()
-        outcome = _stoppable(lambda stop: self._live.run(code, timeout_ms=limit_ms, interrupt=stop),
-                             limit_s, interrupt)
+        outcome = _stoppable(lambda stop: self._live.run(code, timeout_ms=limit_ms, interrupt=stop), interrupt)
         return _result(outcome, time.perf_counter() - started)
 
     @property
@@ -334,12 +330,10 @@ class Session:
         self.close()
 
 
-def _stoppable(call: Callable[[Interrupt], _engine.Outcome], timeout_s: float | None,
-               interrupt: Interrupt | None) -> _engine.Outcome:
-    """``call`` directly on a worker thread of the host, or via :func:`run_stoppable`
-    on the main thread, where Ctrl-C must be able to stop the guest."""
-    if threading.current_thread() is threading.main_thread():
-        return run_stoppable(call, timeout_s=timeout_s, interrupt=interrupt)
+def _stoppable(call: Callable[[Interrupt], _engine.Outcome], interrupt: Interrupt | None) -> _engine.Outcome:
+    """``call`` on this thread. The engine bounds it: its time limit and stop
+    flag hold even while the guest waits in the host (a sleep), and on the
+    main thread Ctrl-C stops it and is raised here as ``KeyboardInterrupt``."""
     return call(interrupt or Interrupt())
 
 
