@@ -105,10 +105,12 @@ def test_tempfile_works_in_the_guest(host: Host) -> None:
         fd, name = tempfile.mkstemp(); os.write(fd, b"12"); os.close(fd)
         print(os.path.getsize(name))
         print(tempfile.SpooledTemporaryFile(max_size=1).write(b"spilled to disk"))
+        # Nothing tells the guest where its folder lives on the host.
+        print("pylon-run" in str(os.environ) + tempfile.mkdtemp() + os.path.realpath("/tmp"))
     """)
     result = host.run("-c", code)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:5] == ["/tmp /tmp", "True hello", "['x']", "2", "15"]
+    assert result.stdout.split("\n")[:6] == ["/tmp /tmp", "True hello", "['x']", "2", "15", "False"]
     assert host.run_folders() == []
 
 
@@ -448,7 +450,10 @@ DEVNULL_CHECKS = """
 
     assert os.stat(DN).st_size == 0 and open(DN).read() == ""
     assert os.listdir("/dev") == ["null"]
-    for attempt in (lambda: open("/dev/planted", "w"), lambda: open("/dev/null", "x")):
+    # /dev/null cannot be changed, replaced, or linked into /tmp to be written there.
+    for attempt in (lambda: open("/dev/planted", "w"), lambda: open("/dev/null", "x"),
+                    lambda: os.remove("/dev/null"), lambda: os.rename("/dev/null", "/tmp/n"),
+                    lambda: os.link("/dev/null", "/tmp/n"), lambda: os.symlink("x", "/dev/link")):
         try:
             attempt()
         except OSError:

@@ -68,7 +68,7 @@ from typing import Protocol
 from pylon.errors import GuestInterrupted, GuestStopped, PylonError
 from pylon.preopens import Preopen, PreopenError, plan_preopens
 
-__all__ = ["ENTRY_BYTES", "MAX_TMP_MB", "POLL_S", "GuestPreopen", "Scratch", "ScratchFull",
+__all__ = ["BACKOFF", "ENTRY_BYTES", "MAX_TMP_MB", "POLL_S", "GuestPreopen", "Scratch", "ScratchFull",
            "check_tmp_mb", "measure", "scratch"]
 
 MIB = 1 << 20
