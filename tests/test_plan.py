@@ -181,10 +181,10 @@ def test_docs_list_the_defaults() -> None:
 def test_schema_limit_keys_match_the_dataclasses() -> None:
     defs = schema()["$defs"]
     assert set(defs["limits"]["properties"]) == {"memory-mb", "timeout-ms", "max-payload-mb"}
-    assert set(defs["guestLimits"]["properties"]) == {"memory-mb", "timeout-ms"}
+    assert set(defs["guestLimits"]["properties"]) == {"memory-mb", "timeout-ms", "tmp-mb"}
     assert set(defs["runLimits"]["properties"]) == {"max-instances", "max-memory-mb"}
     assert set(CapLimits.__dataclass_fields__) == {"memory_mb", "timeout_ms", "max_payload_mb"}
-    assert set(GuestLimits.__dataclass_fields__) == {"memory_mb", "timeout_ms"}
+    assert set(GuestLimits.__dataclass_fields__) == {"memory_mb", "timeout_ms", "tmp_mb"}
     assert set(RunLimits.__dataclass_fields__) == {"max_instances", "max_memory_mb"}
 
 
@@ -197,9 +197,9 @@ def test_schema_has_no_fractional_numbers() -> None:
 # -- guest limits, run limits, sizes ------------------------------------------------
 
 def test_guest_limit_defaults() -> None:
-    assert DEFAULT_GUEST_LIMITS == GuestLimits(timeout_ms=None, memory_mb=2048)
+    assert DEFAULT_GUEST_LIMITS == GuestLimits(timeout_ms=None, memory_mb=2048, tmp_mb=64)
     assert Plan().guest_limits() == DEFAULT_GUEST_LIMITS
-    assert GuestLimits(timeout_ms=5).effective() == GuestLimits(timeout_ms=5, memory_mb=2048)
+    assert GuestLimits(timeout_ms=5).effective() == GuestLimits(timeout_ms=5, memory_mb=2048, tmp_mb=64)
     pinned = Plan(guest=GuestRef(digest=D1))
     assert pinned.guest_limits() == DEFAULT_GUEST_LIMITS
     assert pinned.guest is not None and pinned.guest.limits == GuestLimits()
@@ -209,7 +209,7 @@ def test_stock_guest_with_limits() -> None:
     plan = Plan.load(PLANS / "good_stock_guest_limits.json")
     assert plan.guest == GuestRef(limits=GuestLimits(timeout_ms=60000, memory_mb=512))
     assert plan.guest.digest is None and plan.guest.size is None and plan.guest.sources == ()
-    assert plan.guest_limits() == GuestLimits(timeout_ms=60000, memory_mb=512)
+    assert plan.guest_limits() == GuestLimits(timeout_ms=60000, memory_mb=512, tmp_mb=64)
     assert plan.digests() == {plan.caps["crc32c"].digest}  # the stock guest is not named
     assert plan.run_limits() == RunLimits(max_instances=8, max_memory_mb=DEFAULT_RUN_LIMITS.max_memory_mb)
     assert Plan(guest=GuestRef()).dumps() == (PLANS / "good_stock_guest_default_limits.json").read_text()

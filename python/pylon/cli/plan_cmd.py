@@ -131,7 +131,7 @@ def remove(
 
 _CAP_LIMITS = (("memory", "memory_mb", "MiB"), ("timeout", "timeout_ms", "ms"),
                ("payload", "max_payload_mb", "MiB"))
-_GUEST_LIMITS = (("memory", "memory_mb", "MiB"), ("timeout", "timeout_ms", "ms"))
+_GUEST_LIMITS = (("memory", "memory_mb", "MiB"), ("timeout", "timeout_ms", "ms"), ("tmp", "tmp_mb", "MiB"))
 _RUN_LIMITS = (("instances", "max_instances", ""), ("cap memory", "max_memory_mb", "MiB"))
 
 
