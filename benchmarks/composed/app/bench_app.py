@@ -6,5 +6,5 @@ componentize-py bundles them: scripts reach the plugged-in cap as
 ``wit_world.imports.provider.invoke(method, payload)``.
 """
 
-from app import Entry  # noqa: F401  (the stock entry: pre-imports, lazy modules, runner)
+from app import Entry, Run  # noqa: F401  (the stock exports: pre-imports, lazy modules, runner)
 from wit_world.imports import provider  # noqa: F401
