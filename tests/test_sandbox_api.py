@@ -304,3 +304,31 @@ def test_ctrl_c_stops_a_guest_on_the_main_thread(sb):
         sb.run("while True: pass")
     assert time.monotonic() - started < 10
     assert sb.run("print('after')").stdout == b"after\n"  # the sandbox is still usable
+
+
+def test_each_run_gets_an_empty_private_tmp(sb):
+    write = sb.run("import tempfile, os\n"
+                   "with tempfile.NamedTemporaryFile('w', delete=False) as f: f.write('x')\n"
+                   "print(os.environ['TMPDIR'], os.path.dirname(f.name))")
+    assert write.stdout == b"/tmp /tmp\n", write.stderr
+    assert sb.run("import os; print(os.listdir('/tmp'))").stdout == b"[]\n"
+    assert sb.run("print(open('/dev/null').read() == '')").stdout == b"True\n"
+
+
+def test_a_session_keeps_its_tmp_until_it_closes(sb):
+    with sb.session() as s:
+        s.run("open('/tmp/kept', 'w').write('1')")
+        assert s.run("print(open('/tmp/kept').read())").stdout == b"1\n"
+
+
+def test_tmp_cap_stops_a_writer(home):
+    from pylon.scratch import ScratchFull
+
+    with pytest.raises(ScratchFull, match="temporary folder passed 2 MiB"):
+        pylon.Sandbox(tmp_mb=2, timeout=30).run(
+            "f = open('/tmp/big', 'wb')\nwhile True: f.write(b'x' * 65536)")
+
+
+def test_tmp_mb_zero_gives_no_tmp(home):
+    r = pylon.Sandbox(tmp_mb=0).run("import os; print('TMPDIR' in os.environ, os.path.exists('/tmp'))")
+    assert r.stdout == b"False False\n", r.stderr

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +51,7 @@ from pylon.names import CAP_NAME_RULE, is_cap_name
 from pylon.plan import Plan
 from pylon.preopens import Preopen, parse_dir_spec, plan_preopens
 from pylon.runtime import Resolver, guest_blob, load_plan
+from pylon.scratch import Scratch, Stoppable, check_tmp_mb, scratch
 from pylon.trust import TrustPolicy
 
 __all__ = ["Sandbox", "Session", "Result", "OutputSink"]
@@ -153,6 +155,10 @@ class Sandbox:
         fuel: a deterministic CPU budget per run, in wasm fuel units (about
             one per instruction). Uses a second, metering engine: its first
             use compiles the guest for it (cached on disk afterwards).
+        tmp_mb: size cap of each run's private ``/tmp`` (see
+            :mod:`pylon.scratch`); default the plan's ``guest.limits.tmp-mb``.
+            0: no ``/tmp`` or ``/dev/null`` at all (a run is cheaper by the
+            folder it no longer makes and removes).
         dirs: host folders the guest sees at the same path:
             ``{"/data": "ro", "/out": "rw"}`` or ``["/data", "/out:rw"]``.
             Pylon's own folders are refused.
@@ -171,7 +177,7 @@ class Sandbox:
     """
 
     def __init__(self, plan: str | Path | Plan | None = None, *, timeout: float | None = None,
-                 memory_mb: int | None = None, fuel: int | None = None,
+                 memory_mb: int | None = None, fuel: int | None = None, tmp_mb: int | None = None,
                  dirs: Mapping[str | Path, str] | Iterable[str | Path | Preopen] | None = None,
                  env: Mapping[str, str] | None = None, caps: Mapping[str, object] | None = None,
                  stdout: OutputSink = None, stderr: OutputSink = None,
@@ -195,6 +201,8 @@ class Sandbox:
         if max_output_bytes < 0:
             raise PylonError("max_output_bytes must be 0 or more")
         assert budget.max_instances is not None and budget.max_memory_mb is not None
+        # 0: no /tmp and no /dev/null (saves making and removing a folder per run).
+        self._tmp_mb = 0 if tmp_mb == 0 else check_tmp_mb(tmp_mb if tmp_mb is not None else limits.tmp_mb)
         self._memory_bytes = memory_mb * MIB
         self._fuel = fuel
         self._max_instances = budget.max_instances
@@ -262,18 +270,23 @@ class Sandbox:
              timeout: float | None, interrupt: Interrupt | None) -> Result:
         limit_ms = timeout_ms(timeout) if timeout is not None else self._timeout_ms
         data = _bytes(stdin)
-
-        def call(stop: Interrupt) -> _engine.Outcome:
-            return self._guest.run(
-                argv, self._env, cwd, preopens=[p.as_engine_tuple() for p in preopens],
+        stop = interrupt or Interrupt()
+        started = time.perf_counter()
+        # A private /tmp (and /dev/null) per run, removed when it ends.
+        with self._scratch(preopens, stop) as tmp:
+            outcome = self._guest.run(
+                argv, tmp.env_with(self._env), cwd, preopens=tmp.engine_preopens(preopens),
                 resolver=self._resolver, report=self.report, timeout_ms=limit_ms,
                 memory_bytes=self._memory_bytes, fuel=self._fuel, max_instances=self._max_instances,
                 max_cap_memory_bytes=self._max_cap_memory, interrupt=stop, stdin=data,
                 stdout=self._stdout, stderr=self._stderr, max_output_bytes=self._max_output)
+            return _result(outcome, time.perf_counter() - started)
 
-        started = time.perf_counter()
-        outcome = _stoppable(call, interrupt)
-        return _result(outcome, time.perf_counter() - started)
+    def _scratch(self, preopens: list[Preopen], stop: Stoppable) -> AbstractContextManager[_ScratchView]:
+        if self._tmp_mb == 0:
+            return nullcontext(_ScratchView(None))
+        taken = [p.as_engine_tuple()[1] for p in preopens]
+        return _ScratchView.around(scratch(self._tmp_mb, interrupt=stop, taken=taken, report=self.report))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -301,17 +314,33 @@ class Session:
         self._sandbox = sandbox
         sb = sandbox
         cwd = str(sb._preopens[0].path) if sb._preopens else "/"
-        self._live = sb._guest.session(
-            sb._env, cwd, preopens=[p.as_engine_tuple() for p in sb._preopens],
-            resolver=sb._resolver, report=sb.report, memory_bytes=sb._memory_bytes, fuel=sb._fuel,
-            max_instances=sb._max_instances, max_cap_memory_bytes=sb._max_cap_memory,
-            stdout=sb._stdout, stderr=sb._stderr, max_output_bytes=sb._max_output)
+        # One private /tmp for the session's life; its watcher stops whichever
+        # call is running when the cap is passed.
+        self._current = _CurrentCall()
+        self._scratch_cm: AbstractContextManager[_ScratchView] | None = sb._scratch(sb._preopens, self._current)
+        tmp = self._scratch_cm.__enter__()
+        try:
+            self._live = sb._guest.session(
+                tmp.env_with(sb._env), cwd, preopens=tmp.engine_preopens(sb._preopens),
+                resolver=sb._resolver, report=sb.report, memory_bytes=sb._memory_bytes, fuel=sb._fuel,
+                max_instances=sb._max_instances, max_cap_memory_bytes=sb._max_cap_memory,
+                stdout=sb._stdout, stderr=sb._stderr, max_output_bytes=sb._max_output)
+        except BaseException:
+            self._scratch_cm.__exit__(None, None, None)
+            self._scratch_cm = None
+            raise
 
     def run(self, code: str, *, timeout: float | None = None, interrupt: Interrupt | None = None) -> Result:
         """Runs ``code`` in the session's ``__main__``."""
         limit_ms = timeout_ms(timeout if timeout is not None else self._sandbox.timeout)
+        stop = self._current.start(interrupt or Interrupt())
         started = time.perf_counter()
-        outcome = _stoppable(lambda stop: self._live.run(code, timeout_ms=limit_ms, interrupt=stop), interrupt)
+        try:
+            outcome = self._live.run(code, timeout_ms=limit_ms, interrupt=stop)
+        finally:
+            self._current.finish()
+        if outcome.stopped == "interrupt" and self._current.tripped:
+            self.close()  # raises ScratchFull: the watcher stopped this call
         return _result(outcome, time.perf_counter() - started)
 
     @property
@@ -320,8 +349,20 @@ class Session:
         return self._live.is_open
 
     def close(self) -> None:
-        """Frees the instance (its memory and caps)."""
+        """Frees the instance (its memory and caps) and its ``/tmp``.
+
+        Raises:
+            ScratchFull: its temporary folder passed the cap.
+        """
+        if self._scratch_cm is None:
+            return
         self._live.close()
+        cm, self._scratch_cm = self._scratch_cm, None
+        error = GuestInterrupted("the session's temporary folder passed its cap") if self._current.tripped else None
+        if error is None:
+            cm.__exit__(None, None, None)
+        elif not cm.__exit__(type(error), error, None):
+            raise error
 
     def __enter__(self) -> Session:
         return self
@@ -330,11 +371,53 @@ class Session:
         self.close()
 
 
-def _stoppable(call: Callable[[Interrupt], _engine.Outcome], interrupt: Interrupt | None) -> _engine.Outcome:
-    """``call`` on this thread. The engine bounds it: its time limit and stop
-    flag hold even while the guest waits in the host (a sleep), and on the
-    main thread Ctrl-C stops it and is raised here as ``KeyboardInterrupt``."""
-    return call(interrupt or Interrupt())
+class _CurrentCall:
+    """A session's stop target for its scratch watcher: the running call's flag."""
+
+    def __init__(self) -> None:
+        self._stop: Interrupt | None = None
+        self.tripped = False
+        self._lock = threading.Lock()
+
+    def start(self, stop: Interrupt) -> Interrupt:
+        with self._lock:
+            self._stop = stop
+            if self.tripped:
+                stop.set()
+        return stop
+
+    def finish(self) -> None:
+        with self._lock:
+            self._stop = None
+
+    def set(self) -> None:
+        with self._lock:
+            self.tripped = True
+            if self._stop is not None:
+                self._stop.set()
+
+
+class _ScratchView:
+    """The parts of a run's :class:`~pylon.scratch.Scratch` a sandbox uses."""
+
+    def __init__(self, tmp: Scratch | None):
+        self.tmp = tmp
+
+    @staticmethod
+    @contextmanager
+    def around(cm: AbstractContextManager[Scratch]) -> Iterator[_ScratchView]:
+        with cm as tmp:
+            yield _ScratchView(tmp)
+
+    def env_with(self, env: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``env`` plus ``TMPDIR`` unless it sets one."""
+        if self.tmp is None:
+            return env
+        return sorted({**self.tmp.env, **dict(env)}.items())
+
+    def engine_preopens(self, preopens: list[Preopen]) -> list[tuple[str, str, bool]]:
+        extra = self.tmp.preopens if self.tmp is not None else []
+        return [p.as_engine_tuple() for p in [*preopens, *extra]]
 
 
 def _report_to_stderr(message: str) -> None:

@@ -296,12 +296,33 @@ def _make_root() -> Path:
                          f"{exc.strerror or exc}") from exc
     try:
         # The same rules as any folder the guest sees: never Pylon's state, never host code.
-        plan_preopens(None, [Preopen(root, writable=True)])
+        _check_fresh_folder(root)
     except PreopenError as exc:
         shutil.rmtree(root, ignore_errors=True)
         raise PreopenError(f"the host's temporary folder ({tempfile.gettempdir()}) cannot hold the "
                            f"guest's: {exc} Point TMPDIR somewhere else.") from None
     return root
+
+
+#: Temporary parents already checked, with the environment that placed Pylon's state.
+_checked_parents: set[tuple[Path, tuple[str | None, ...]]] = set()
+#: What decides where Pylon's state and the host's code live (python/pylon/paths.py).
+_STATE_VARS = ("PYLON_CACHE_DIR", "PYLON_BLOB_DIR", "PYLON_CONFIG_DIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+               "HOME", "PYTHONUSERBASE")
+
+
+def _check_fresh_folder(root: Path) -> None:
+    """Refuses ``root`` if the guest may not write it (see :func:`pylon.preopens.plan_preopens`).
+
+    A folder just made cannot be or contain Pylon's state, so only its parent
+    decides; the full check (which resolves every state and code root, about
+    1.5 ms) runs once per parent and environment, not once per run.
+    """
+    key = (root.parent, tuple(os.environ.get(var) for var in _STATE_VARS))
+    if key in _checked_parents:
+        return
+    plan_preopens(None, [Preopen(root, writable=True)])
+    _checked_parents.add(key)
 
 
 def _guest_tmp_path(taken: set[str]) -> str:
