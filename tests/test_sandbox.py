@@ -263,7 +263,7 @@ def test_endless_loop_times_out(pylon: Pylon) -> None:
 
 
 def test_sleeping_guest_times_out(pylon: Pylon) -> None:
-    """A guest blocked in a host call (a WASI sleep) is abandoned at its deadline."""
+    """A guest waiting in a WASI sleep is stopped at its deadline (the engine waits in slices)."""
     result = pylon.composectl("run", "--timeout", "0.5", "-c", "import time; time.sleep(60)", timeout=60)
     assert result.returncode == 124, result.stderr
     assert "timed out" in result.stderr
