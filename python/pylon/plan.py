@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pylon.blobstore import write_atomic
 from pylon.errors import PlanError
@@ -190,7 +190,11 @@ _KEYS_OF: dict[type, dict[str, str]] = {CapLimits: _LIMIT_KEYS, GuestLimits: _GU
                                         RunLimits: _RUN_LIMIT_KEYS}
 
 
-def _fill(limits: Any, defaults: Any) -> Any:
+#: One of the three limits classes; :func:`_fill` returns the class it was given.
+_Limits = TypeVar("_Limits", CapLimits, GuestLimits, RunLimits)
+
+
+def _fill(limits: _Limits, defaults: _Limits) -> _Limits:
     values = {attr: getattr(limits, attr) if getattr(limits, attr) is not None else getattr(defaults, attr)
               for attr in _KEYS_OF[type(limits)].values()}
     return type(limits)(**values)
@@ -419,7 +423,8 @@ def loads(text: str, *, file: str | None = None) -> Plan:
 @cache
 def schema() -> dict[str, Any]:
     """The plan JSON Schema, parsed."""
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    # The schema file is Pylon's own, and a JSON Schema document is an object.
+    return cast("dict[str, Any]", json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
 
 
 # -- parsing -------------------------------------------------------------------
@@ -519,7 +524,7 @@ def _long_number(text: str) -> str:
     """Where the number is that ``int()`` refused (past ``sys.get_int_max_str_digits()`` digits)."""
     limit = sys.get_int_max_str_digits()
     # Strings are matched (and skipped) so digits inside one are not taken for the number.
-    numbers = re.compile(r'"(?:[^"\\]|\\[\s\S])*"?|(-?[0-9]{%d,})' % (limit + 1)) if limit else None
+    numbers = re.compile(rf'"(?:[^"\\]|\\[\s\S])*"?|(-?[0-9]{{{limit + 1},}})') if limit else None
     found = next((m for m in numbers.finditer(text) if m.group(1)), None) if numbers else None
     if found is None:
         return "invalid JSON: a number is too long"
@@ -624,7 +629,7 @@ def _fast_schema() -> dict[str, Any]:
             return [convert(v) for v in node]
         return node
 
-    converted = convert(schema())
+    converted = cast("dict[str, Any]", convert(schema()))  # convert() makes a dict of a dict
     converted["$schema"] = "http://json-schema.org/draft-07/schema#"
     del converted["properties"]["pylon-plan"]["const"]
     return converted

@@ -26,29 +26,31 @@ import contextlib
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ContextManager
 
 from pylon import stock
-from pylon.blobstore import BlobStore
+from pylon.blobstore import BlobStore, Progress
 from pylon.engine import Interrupt, ProviderSpec, get_engine
 from pylon.errors import DigestMismatch, PylonError, TrustError
 from pylon.guard import run_stoppable, timeout_ms
-from pylon.plan import CAP_NAME_PATTERN, Plan
+from pylon.names import CAP_NAME_PATTERN
+from pylon.plan import Plan
 from pylon.preopens import Preopen, plan_preopens
 from pylon.trust import TrustPolicy
 
 __all__ = ["run", "Resolver", "load_plan", "guest_blob"]
 
-#: Makes a fetch progress callback for a description (the CLI passes a rich bar).
-ProgressFactory = Callable[[str], ContextManager[Callable[[int, int | None], None]]]
+#: Makes a fetch progress callback for a description (the CLI passes a rich bar);
+#: the context may yield None, for no progress reports.
+ProgressFactory = Callable[[str], AbstractContextManager[Progress | None]]
 #: Receives what the host must hear and the guest must not see.
 Report = Callable[[str], None]
 
 MIB = 1 << 20
 
 
-def _no_progress(_description: str):
+def _no_progress(_description: str) -> AbstractContextManager[None]:
     return contextlib.nullcontext(None)
 
 

@@ -55,7 +55,7 @@ def _engine_runner() -> Any:
     if os.environ.get("PYLON_STATIC_RUNNER") == "wasmtime-py":
         return None
     try:
-        from pylon import _engine  # type: ignore[attr-defined]
+        from pylon import _engine
     except ImportError:
         return None
     engine_cls = getattr(_engine, "Engine", None)
@@ -177,6 +177,8 @@ def _run_wasmtime_py(module: Path, argv: Sequence[str], env: Pairs, preopens: Pa
     try:
         instance = linker.instantiate(store, compiled)
         start = instance.exports(store)["_start"]
+        if not isinstance(start, wasmtime.Func):  # a table, memory, global or tag of that name
+            raise EngineError(f"{module}: its _start is not a function (is it a wasi-p1 command?)")
         start(store)
     except wasmtime.ExitTrap as exc:
         return exc.code
@@ -199,7 +201,7 @@ def node() -> str | None:
 
 
 def run_static_node(module: Path | str, argv: Sequence[str], env: Pairs = (), preopens: Pairs = (),
-                    *, capture: bool = False) -> subprocess.CompletedProcess:
+                    *, capture: bool = False) -> subprocess.CompletedProcess[str]:
     """Runs a ``--eh legacy`` module on Node.js (V8, no component model).
 
     Returns the CompletedProcess (its ``returncode`` is the module's exit status).
@@ -228,7 +230,7 @@ IWASM_STACK_BYTES = 8 * 1024 * 1024
 
 
 def run_static_iwasm(module: Path | str, argv: Sequence[str], env: Pairs = (), preopens: Pairs = (),
-                     *, capture: bool = False) -> subprocess.CompletedProcess:
+                     *, capture: bool = False) -> subprocess.CompletedProcess[str]:
     """Runs a ``--eh legacy`` module on WAMR's iwasm (classic interpreter with EH)."""
     exe = iwasm()
     if exe is None:

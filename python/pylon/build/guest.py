@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,7 @@ def _custom_world(embed: tuple[str, ...]) -> str:
     return f"package pylon:guest@0.1.0;\n\nworld pylon-custom {{\n  include pylon;\n{imports}}}\n"
 
 
-def check_embed(embed) -> tuple[str, ...]:
+def check_embed(embed: Iterable[str]) -> tuple[str, ...]:
     """Validates and orders a set of cap names to embed."""
     chosen = tuple(sorted(set(embed)))
     known = embeddable()
@@ -178,7 +179,8 @@ def _plug(guest: Path, embed: tuple[str, ...], out: Path) -> None:
         raise BuildError("the composed guest lost its compose:dynlink/linker import")
 
 
-def build_guest(*, embed=None, force: bool = False, variant: GuestVariant | None = None) -> BuiltGuest:
+def build_guest(*, embed: Iterable[str] | None = None, force: bool = False,
+                variant: GuestVariant | None = None) -> BuiltGuest:
     """Builds (or returns the cached) guest, or a :class:`GuestVariant` of it.
 
     ``embed``: caps to compose into it with ``wac plug`` (default: all of

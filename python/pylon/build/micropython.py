@@ -32,9 +32,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pylon import paths
 from pylon.build import download, manifest, toolchain, wasm_spill
@@ -67,6 +69,12 @@ JOBS = 2
 _SKIP_PY = re.compile(r"^(asm|emitn|emitinline|nlr(x86|x64|thumb|aarch64|mips|powerpc|xtensa|rv32|rv64|loong64)).*"
                       r"|^(showbc|profile)$")
 
+#: One compile unit: (source, extra flags, label for messages).
+_Unit = tuple[Path, list[str], str]
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 
 @dataclass(frozen=True)
 class StaticCap:
@@ -81,7 +89,7 @@ class StaticCap:
     cflags: tuple[str, ...]
 
 
-def _manifest_table(cap_dir: Path) -> dict | None:
+def _manifest_table(cap_dir: Path) -> dict[str, Any] | None:
     """The ``[static]`` table of the cap's ``cap.toml`` (None when it has none),
     checked against the schema's ``static`` definition. Only that table: this
     builder needs nothing else, so a manifest with only ``[static]`` will do."""
@@ -273,9 +281,9 @@ def _build(src: Path, caps: list[StaticCap], eh: str, work: Path, *, jobs: int, 
 
     # Units: (source, flags, label). The cap's own core is compiled with its
     # manifest's flags and is never scanned for qstrs (it knows nothing of MicroPython).
-    mp_units = [(p, ["-O2"], "micropython") for p in _py_sources(src)]
+    mp_units: list[_Unit] = [(p, ["-O2"], "micropython") for p in _py_sources(src)]
     mp_units += [(PORT_DIR / name, ["-O2"], "port") for name in PORT_SOURCES]
-    cap_units = []
+    cap_units: list[_Unit] = []
     for cap in caps:
         extra = list(cap.cflags) or ["-O2"]
         mp_units += [(p, extra, f"cap {cap.name} (MicroPython binding)") for p in cap.binding]
@@ -294,14 +302,14 @@ def _build(src: Path, caps: list[StaticCap], eh: str, work: Path, *, jobs: int, 
                                  stdout_is_output="-E" in cmd)
         return result
 
-    def pool_map(fn, items):
+    def pool_map(fn: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             return list(pool.map(fn, items))
 
     # 1. Preprocess every MicroPython-facing file for qstrs, module and root
     #    pointer registrations. One zig call per file: `zig cc -E` with several
     #    inputs silently drops libc include paths.
-    def preprocess(unit):
+    def preprocess(unit: _Unit) -> str:
         source, extra, label = unit
         cmd = zig + ["cc", "-E", "-DNO_QSTR", *cflags, *extra, str(source)]
         return run_unit(cmd, label, source).stdout
@@ -346,7 +354,7 @@ def _build(src: Path, caps: list[StaticCap], eh: str, work: Path, *, jobs: int, 
     objdir = work / "obj"
     objdir.mkdir()
 
-    def compile_unit(indexed):
+    def compile_unit(indexed: tuple[int, _Unit]) -> Path:
         index, (source, extra, label) = indexed
         obj = objdir / f"{index:03d}-{source.stem}.o"
         run_unit(zig + ["cc", "-c", *cflags, *extra, str(source), "-o", str(obj)], label, source)

@@ -14,6 +14,10 @@ from pylon.errors import PylonError
 
 __all__ = ["ERROR_EXIT", "app", "build_app", "main"]
 
+#: The app with every command. Declared, never assigned: each lookup goes to
+#: the module's ``__getattr__``, which builds it.
+app: typer.Typer
+
 #: Exit status of composectl when a PylonError stops it (a guest's own exit
 #: status passes through ``composectl run`` unchanged).
 ERROR_EXIT = 2
