@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::Result;
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::CompileCache;
 
@@ -45,6 +45,7 @@ impl Shared {
         // interpreter recurses deeply in C, and CPython's guest likewise.
         config.max_wasm_stack(2 << 20);
         config.consume_fuel(fuel);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool()));
         let engine = Engine::new(&config)?;
         let cache = CompileCache::new(&engine, cache_dir)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
@@ -67,6 +68,41 @@ impl Shared {
             stop_ticker,
         }))
     }
+}
+
+/// The instance pool every Store of this engine draws from.
+///
+/// A fresh guest run is instantiation plus teardown of a 40 MB heap image:
+/// with the on-demand allocator that is an `mmap`, a page fault per page the
+/// guest touches and an `munmap` per run. A pool reuses reserved slots; pages
+/// of a warm slot (up to `linear_memory_keep_resident`) stay mapped and only
+/// the ones the last run dirtied are reset (`pagemap_scan` where the kernel
+/// has it), about a fifth off a fresh run (docs/benchmarks.md). The counts
+/// are generous ceilings (they reserve address space, not memory): a run may
+/// hold 1024 cap instances, and many runs go on at once in one process.
+fn pool() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(1024)
+        .total_core_instances(8192)
+        .total_memories(2048)
+        .total_tables(8192)
+        // componentize-py's libpython has a funcref table of tens of thousands.
+        .table_elements(200_000)
+        .max_component_instance_size(16 << 20)
+        .max_core_instance_size(16 << 20)
+        .max_core_instances_per_component(256)
+        .max_memories_per_component(32)
+        .max_tables_per_component(256)
+        // Multi-memory and multi-table modules are valid caps (the limiter
+        // sums them); the pool's default of one each would refuse them.
+        .max_memories_per_module(16)
+        .max_tables_per_module(16)
+        .linear_memory_keep_resident(16 << 20)
+        .table_keep_resident(1 << 20)
+        // What idle warm slots may keep resident: at most 16 x 16 MiB.
+        .max_unused_warm_slots(16)
+        .pagemap_scan(Enabled::Auto);
+    pool
 }
 
 impl Drop for Shared {

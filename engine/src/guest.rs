@@ -3,23 +3,21 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wasmtime::component::{
-    ComponentExportIndex, InstancePre, Linker, Resource, TypedFunc,
-};
-use wasmtime::StoreContextMut;
-use wasmtime_wasi::p2::DynPollable;
-use wasmtime_wasi_io::bindings::wasi::io::poll::{Host as PollHost, HostPollable};
+use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, Resource, TypedFunc};
 use wasmtime::error::Context;
+use wasmtime::StoreContextMut;
 use wasmtime::{format_err, Result};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi_io::bindings::wasi::io::poll::{Host as PollHost, HostPollable};
 
 use crate::bindings::host::DynlinkHost;
 use crate::engine::Shared;
 use crate::limits::{Limiter, RunControl, RunSignal, Stop, Stopped};
-use crate::output::{Output, OutputMode};
 use crate::linker::{GuestState, RunContext};
+use crate::output::{Output, OutputMode};
 use crate::provider::ProviderLinkers;
 
 /// The guest's entry export (see `wit/guest/guest.wit`).
@@ -323,9 +321,7 @@ impl LiveGuest {
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_hostcall_fuel(usize::MAX);
-        let fuel = shared
-            .fuel
-            .then(|| setup.limits.fuel.unwrap_or(u64::MAX));
+        let fuel = shared.fuel.then(|| setup.limits.fuel.unwrap_or(u64::MAX));
         if let Some(fuel) = fuel {
             store.set_fuel(fuel)?;
         }
@@ -334,9 +330,7 @@ impl LiveGuest {
         let instance = prepared
             .pre
             .instantiate(&mut store)
-            .map_err(|e| {
-                explain_start_failure(e, &store.data().limiter, setup.limits.memory_bytes)
-            })
+            .map_err(|e| explain_start_failure(e, &store.data().limiter, setup.limits.memory_bytes))
             .context("cannot instantiate the guest")?;
         let run = instance
             .get_typed_func(&mut store, prepared.run)
@@ -365,7 +359,12 @@ impl LiveGuest {
     ///
     /// # Errors
     /// A stop ([`Stopped`]: timeout, interrupt, fuel) or a trap.
-    pub fn run(&mut self, argv: Vec<String>, env: Vec<(String, String)>, cwd: String) -> Result<i32> {
+    pub fn run(
+        &mut self,
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: String,
+    ) -> Result<i32> {
         let run = self.run;
         self.call(move |store| run.call(store, (argv, env, cwd)).map(|(code,)| code))
     }
@@ -393,10 +392,7 @@ impl LiveGuest {
         self.call(move |store| run_more.call(store, (code,)).map(|(code,)| code))
     }
 
-    fn call(
-        &mut self,
-        f: impl FnOnce(&mut Store<GuestState>) -> Result<i32>,
-    ) -> Result<i32> {
+    fn call(&mut self, f: impl FnOnce(&mut Store<GuestState>) -> Result<i32>) -> Result<i32> {
         if let Some(why) = &self.dead {
             return Err(format_err!("the session ended: {why}"));
         }
@@ -444,13 +440,7 @@ pub fn run_guest(
     run: GuestRun,
 ) -> Result<(i32, Captured)> {
     let mut guest = LiveGuest::start(
-        shared,
-        linkers,
-        prepared,
-        &run.argv,
-        &run.env,
-        &run.cwd,
-        run.setup,
+        shared, linkers, prepared, &run.argv, &run.env, &run.cwd, run.setup,
     )?;
     let status = guest.run(run.argv, run.env, run.cwd)?;
     Ok((status, guest.take_captured()))

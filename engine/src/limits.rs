@@ -378,6 +378,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_restarted_control_has_a_fresh_deadline_and_flag() {
+        let first = Arc::new(RunSignal::default());
+        let control = RunControl::start(Some(Duration::from_millis(1)), Some(first.clone()));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(control.check().is_err(), "the first call's deadline passed");
+        control.restart(None, None);
+        assert!(control.check().is_ok(), "the next call has no deadline");
+        first.request_stop();
+        assert!(
+            control.check().is_ok(),
+            "the old call's flag no longer stops anything"
+        );
+    }
+
+    #[test]
     fn limiter_sums_every_memory_and_refuses_instead_of_trapping() {
         let mut l = Limiter::new(100, None);
         assert!(l.memory_growing(0, 60, None).unwrap());

@@ -186,7 +186,9 @@ impl Host for GuestState {
                 return Ok(self
                     .table
                     .push(CapInstance::Host(HostCap::new(spec, slot)))
-                    .map_err(|e| DynError::LimitExceeded(format!("too many live cap instances: {e}"))));
+                    .map_err(|e| {
+                        DynError::LimitExceeded(format!("too many live cap instances: {e}"))
+                    }));
             }
         };
         let digest = spec.digest.clone();

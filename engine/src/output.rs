@@ -132,7 +132,11 @@ impl OutputStream for Output {
 }
 
 impl AsyncWrite for Output {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.accept(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -143,5 +147,21 @@ impl AsyncWrite for Output {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_the_first_bytes_and_counts_the_rest() {
+        let out = Output::capture(5);
+        let mut stream = out.clone();
+        OutputStream::write(&mut stream, Bytes::from_static(b"abc")).unwrap();
+        OutputStream::write(&mut stream, Bytes::from_static(b"defgh")).unwrap();
+        assert_eq!(out.take(), (b"abcde".to_vec(), 3));
+        // Taken: the next call of a session starts empty.
+        assert_eq!(out.take(), (Vec::new(), 0));
     }
 }

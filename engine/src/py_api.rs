@@ -15,8 +15,8 @@ use crate::cache::Origin;
 use crate::engine::Shared;
 use crate::errors::{cap_error, engine_error};
 use crate::guest::{
-    guest_linker, run_guest, Captured, GuestLimits, GuestRun, GuestSetup, LiveGuest,
-    PreparedGuest, Preopen,
+    guest_linker, run_guest, Captured, GuestLimits, GuestRun, GuestSetup, LiveGuest, Preopen,
+    PreparedGuest,
 };
 use crate::limits::{RunBudget, RunSignal, Stop, Stopped};
 use crate::linker::{GuestState, RunContext};
@@ -75,7 +75,11 @@ pub struct Engine {
 
 impl Engine {
     /// The linked guest for `digest` (verified or authenticated on first use).
-    fn prepare(&self, path: &std::path::Path, digest: &str) -> wasmtime::Result<Arc<PreparedGuest>> {
+    fn prepare(
+        &self,
+        path: &std::path::Path,
+        digest: &str,
+    ) -> wasmtime::Result<Arc<PreparedGuest>> {
         if !digest.is_empty() {
             if let Some(found) = self.prepared.lock().unwrap().get(digest) {
                 return Ok(found.clone());
@@ -149,7 +153,7 @@ impl Outcome {
                 let Some(stop) = err.downcast_ref::<Stopped>() else {
                     return Err(engine_error(err));
                 };
-                if Python::attach(|py| PyErr::occurred(py)) {
+                if Python::attach(PyErr::occurred) {
                     return Err(engine_error(err));
                 }
                 let (status, why) = match stop.why {
@@ -272,7 +276,12 @@ impl Engine {
     /// Loads and links the guest component once; the returned [`Guest`]
     /// instantiates it cheaply for each run.
     #[pyo3(signature = (path, digest))]
-    fn prepare_guest(slf: Py<Self>, py: Python<'_>, path: PathBuf, digest: String) -> PyResult<Guest> {
+    fn prepare_guest(
+        slf: Py<Self>,
+        py: Python<'_>,
+        path: PathBuf,
+        digest: String,
+    ) -> PyResult<Guest> {
         let engine = slf.get();
         let prepared = py
             .detach(|| engine.prepare(&path, &digest))
