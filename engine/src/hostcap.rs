@@ -15,8 +15,8 @@ use pyo3::types::PyBytes;
 use wasmtime::Result;
 
 use crate::bindings::DynError;
-use crate::limits::{InstanceSlot, RunControl, Stop, Stopped};
-use crate::provider::{check_method, LiveProvider};
+use crate::limits::{stop_for, InstanceSlot, RunControl};
+use crate::provider::{check_request, LiveProvider};
 
 /// What a resolver returns for a cap the host serves itself.
 #[pyclass(module = "pylon._engine", frozen, from_py_object)]
@@ -71,15 +71,9 @@ impl HostCap {
         control: &RunControl,
     ) -> Result<Result<Vec<u8>, DynError>> {
         let name = &self.spec.name;
-        if let Some(bad) = check_method(method) {
-            return Ok(Err(bad));
-        }
         let limit = self.spec.max_payload_bytes;
-        if payload.len() as u64 > limit {
-            return Ok(Err(DynError::LimitExceeded(format!(
-                "payload of {} bytes exceeds cap '{name}''s limit of {limit} bytes",
-                payload.len()
-            ))));
+        if let Some(bad) = check_request(name, method, payload, limit) {
+            return Ok(Err(bad));
         }
         let answer = Python::attach(|py| {
             let reply = self
@@ -100,13 +94,7 @@ impl HostCap {
                     )))),
                 },
                 Err(err) if !err.is_instance_of::<pyo3::exceptions::PyException>(py) => {
-                    // Ctrl-C or SystemExit in the host's code: stop the run and
-                    // leave the exception for whoever called the engine.
-                    err.restore(py);
-                    Err(wasmtime::Error::new(Stopped {
-                        why: Stop::Interrupted,
-                        after: std::time::Duration::ZERO,
-                    }))
+                    Err(stop_for(py, err))
                 }
                 Err(err) => Ok(Err(guest_error(py, name, err))),
             }

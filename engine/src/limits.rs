@@ -361,6 +361,17 @@ impl RunControl {
     }
 }
 
+/// A `KeyboardInterrupt` or `SystemExit` raised by the host's Python code
+/// during a run (a resolver, a host cap): it is put back for whoever called
+/// the engine, and the run stops. It is never turned into a cap error.
+pub fn stop_for(py: pyo3::Python<'_>, err: pyo3::PyErr) -> wasmtime::Error {
+    err.restore(py);
+    wasmtime::Error::new(Stopped {
+        why: Stop::Interrupted,
+        after: Duration::ZERO,
+    })
+}
+
 /// Runs Python's signal handlers; a handler's exception (`KeyboardInterrupt`)
 /// stays pending for whoever called the engine, and the run stops.
 fn python_signal_pending() -> bool {

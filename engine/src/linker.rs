@@ -19,7 +19,7 @@ use crate::bindings::host::compose::dynlink::types;
 use crate::bindings::DynError;
 use crate::engine::Shared;
 use crate::hostcap::{CapInstance, HostCap, HostCapSpec};
-use crate::limits::{Limiter, RunBudget, RunControl, Stop, Stopped};
+use crate::limits::{stop_for, Limiter, RunBudget, RunControl};
 use crate::provider::{LiveProvider, ProviderLinkers, ProviderSpec};
 
 /// Store data of the guest.
@@ -119,12 +119,7 @@ impl GuestState {
                     }))
             }
             Err(err) if !err.is_instance_of::<pyo3::exceptions::PyException>(py) => {
-                // Put it back for whoever called the engine, and stop the run.
-                err.restore(py);
-                Err(wasmtime::Error::new(Stopped {
-                    why: Stop::Interrupted,
-                    after: std::time::Duration::ZERO,
-                }))
+                Err(stop_for(py, err))
             }
             Err(err) => Ok(Err(refusal_from_python(py, name, err))),
         })

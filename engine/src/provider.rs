@@ -285,15 +285,9 @@ impl LiveProvider {
                 "cap '{name}' is dead after an earlier failure: {why}"
             ))));
         }
-        if let Some(bad) = check_method(method) {
-            return Ok(Err(bad));
-        }
         let limit = self.spec.max_payload_bytes;
-        if payload.len() as u64 > limit {
-            return Ok(Err(DynError::LimitExceeded(format!(
-                "payload of {} bytes exceeds cap '{name}''s limit of {limit} bytes",
-                payload.len(),
-            ))));
+        if let Some(bad) = check_request(name, method, payload, limit) {
+            return Ok(Err(bad));
         }
         let data = self.store.data_mut();
         data.limiter.reset_hit();
@@ -359,10 +353,24 @@ impl LiveProvider {
     }
 }
 
-/// `Some(bad-method)` when `method` is not a valid method name: 1 to
-/// [`MAX_METHOD_LEN`] printable ASCII characters (wasm caps and host caps
-/// alike).
-pub fn check_method(method: &str) -> Option<DynError> {
+/// What every cap (wasm or host) refuses before it is called: a method name
+/// that is not 1 to [`MAX_METHOD_LEN`] printable ASCII characters
+/// (`bad-method`), a payload over the cap's `limit` (`limit-exceeded`).
+pub fn check_request(name: &str, method: &str, payload: &[u8], limit: u64) -> Option<DynError> {
+    if let Some(bad) = check_method(method) {
+        return Some(bad);
+    }
+    if payload.len() as u64 > limit {
+        return Some(DynError::LimitExceeded(format!(
+            "payload of {} bytes exceeds cap '{name}''s limit of {limit} bytes",
+            payload.len(),
+        )));
+    }
+    None
+}
+
+/// `Some(bad-method)` when `method` is not a valid method name.
+fn check_method(method: &str) -> Option<DynError> {
     if method.is_empty()
         || method.len() > MAX_METHOD_LEN
         || !method.bytes().all(|b| b.is_ascii_graphic())

@@ -652,7 +652,14 @@ def _fast_validator() -> Any:
 
 @cache
 def _validator() -> Any:
-    import jsonschema  # ~60 ms to import: only when a plan is invalid
+    return strict_validator(schema())
+
+
+def strict_validator(document: dict[str, Any]) -> Any:
+    """A jsonschema validator for ``document`` with the rules every Pylon
+    schema means (plan, cap manifest, trust file): integers are never bools
+    or floats, and a pattern's ``$`` is ECMA-262's."""
+    import jsonschema  # ~60 ms to import: only when a document is invalid
 
     base = jsonschema.Draft202012Validator
     # JSON Schema counts 1.0 as an integer; a lock file must not (it would not
@@ -668,7 +675,7 @@ def _validator() -> Any:
             yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
 
     strict = jsonschema.validators.extend(base, validators={"pattern": pattern}, type_checker=checker)
-    return strict(schema())
+    return strict(document)
 
 
 @cache

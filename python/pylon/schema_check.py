@@ -29,7 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pylon.plan import _describe, _ecma_regex, _find_float, _one_line, _quote
+from pylon.plan import _describe, _find_float, _one_line, _quote, strict_validator
 
 __all__ = ["COMMON_ID", "Problem", "Schema", "json_path", "schema_file", "toml_path"]
 
@@ -260,15 +260,4 @@ def _fast_validator(name: str, definition: str | None) -> Any:
 
 @cache
 def _strict_validator(name: str, definition: str | None) -> Any:
-    import jsonschema  # ~60 ms to import: only when a document is invalid
-
-    base = jsonschema.Draft202012Validator
-    checker = base.TYPE_CHECKER.redefine(
-        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
-
-    def pattern(validator: Any, patrn: str, instance: Any, _schema: Any) -> Any:
-        if validator.is_type(instance, "string") and not _ecma_regex(patrn).search(instance):
-            yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
-
-    strict = jsonschema.validators.extend(base, validators={"pattern": pattern}, type_checker=checker)
-    return strict(_rooted(name, definition))
+    return strict_validator(_rooted(name, definition))

@@ -1,5 +1,5 @@
 """``composectl build``: the build command, with ``--portable`` on top of the
-profiles ``pylon.cli.setup_cmd.build`` builds."""
+profiles ``pylon.cli.setup_cmd.build_module`` builds."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def build(
 ) -> None:
     """Build pylon.wasm (lean, fat, stock or portable) or the MicroPython static module; print digest and path."""
     if not portable:
-        setup_cmd.build(out=out, profile=profile, with_caps=with_caps, without_caps=without_caps, eh=eh)
+        setup_cmd.build_module(out=out, profile=profile, with_caps=with_caps, without_caps=without_caps, eh=eh)
         return
     from pylon.build.guest import check_embed, stock_embedded
     from pylon.build.portable import build_portable
@@ -64,8 +64,5 @@ def build(
 
 
 def register(app: typer.Typer) -> None:
-    """Adds ``build`` to the top-level app, in place of setup_cmd's own."""
-    # setup_cmd.register adds its `build` too (with `setup`); a group maps a
-    # name to one command, so drop that one rather than rely on which wins.
-    app.registered_commands[:] = [c for c in app.registered_commands if c.name != "build"]
+    """Adds ``build`` to the top-level app."""
     app.command("build")(build)

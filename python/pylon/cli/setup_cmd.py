@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
@@ -28,24 +27,11 @@ def setup() -> None:
 PROFILES = ("cpython", "micropython-static")
 
 
-def build(
-    out: Annotated[Path | None, typer.Option(
-        "-o", "--output", metavar="FILE", help="Copy the built module to FILE.")] = None,
-    profile: Annotated[str, typer.Option(
-        "--profile", metavar="PROFILE",
-        help="cpython: pylon.wasm, a component (default). micropython-static: one flat wasi-preview1 "
-             "module with caps' C folded in, for runtimes without the component model.")] = "cpython",
-    with_caps: Annotated[list[str] | None, typer.Option(
-        "--with", metavar="CAP", help="Embed exactly these caps (repeatable). cpython default: crc32c, "
-        "sqlite, zstd; micropython-static: required.")] = None,
-    without_caps: Annotated[list[str] | None, typer.Option(
-        "--without", metavar="CAP", help="cpython: embed the stock caps but CAP (repeatable); "
-        "a cap left out is still reachable by runtime dynlink.")] = None,
-    eh: Annotated[str, typer.Option(
-        "--eh", metavar="FLAVOUR", help="micropython-static: wasm exception handling, exnref (wasmtime, "
-        "our engine) or legacy (runtimes on the legacy proposal: WAMR iwasm, node).")] = "exnref",
-) -> None:
-    """Build pylon.wasm (lean, fat or stock) or the MicroPython static module; print digest and path."""
+def build_module(*, out: Path | None, profile: str, with_caps: list[str] | None,
+                 without_caps: list[str] | None, eh: str) -> None:
+    """Builds pylon.wasm (lean, fat or stock) or the MicroPython static module; prints digest and path.
+
+    The body of ``composectl build`` (its options live in :mod:`pylon.cli.build_cmd`)."""
     import hashlib
     import shutil
 
@@ -82,6 +68,5 @@ def build(
 
 
 def register(app: typer.Typer) -> None:
-    """Adds ``setup`` and ``build`` to the top-level app."""
+    """Adds ``setup`` to the top-level app (``build`` is :mod:`pylon.cli.build_cmd`'s)."""
     app.command("setup")(setup)
-    app.command("build")(build)
