@@ -7,7 +7,8 @@ from the stock setup: the composed bench guest (the stock guest built for the
 bench world in benchmarks/composed/, with the crc32c cap ``wac plug``-ged in),
 compiled once into the engine's cache, and wasmtime-py's compiled copy of the
 stock guest. The first run spends ~1-2 minutes on that; later runs reuse it.
-``--quick`` skips the 256 MiB size. Results and their reading: docs/benchmarks.md.
+``--quick`` skips the 256 MiB size (and shortens the embedding section). Results
+and their reading: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402
 import bench_embedded  # noqa: E402
+import bench_embedding  # noqa: E402
 import bench_invoke  # noqa: E402
 import bench_startup  # noqa: E402
 import bench_throughput  # noqa: E402
@@ -197,9 +199,12 @@ def main() -> int:
     # -- 5. embedded caps: bench_embedded.py (prints its own tables) ----------
     bench_embedded.run_and_report(st)
 
+    # -- 6. the embedding API and the CLI vs eryx: bench_embedding.py ---------
+    embedding = bench_embedding.run_and_report(quick=opts.quick)
+
     if opts.json:
-        opts.json.write_text(json.dumps({"invoke": inv, "throughput": thr, "warm": warm, "resolve": res},
-                                        indent=1, default=str))
+        opts.json.write_text(json.dumps({"invoke": inv, "throughput": thr, "warm": warm, "resolve": res,
+                                         "embedding": embedding}, indent=1, default=str))
     return 0
 
 
