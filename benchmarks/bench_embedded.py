@@ -192,7 +192,7 @@ def run(st: c.Stock, repeats: int = REPEATS) -> dict:
     res["native"]["py_call_ns"] = statistics.median(res["native"]["py_call_ns"])
     g, n = res["guest"], res["native"]
     if g["sqlite_check"] != n["sqlite_check"]:
-        raise AssertionError(f"pylon.sqlite and sqlite3 disagree: {g['sqlite_check']} != {n['sqlite_check']}")
+        raise AssertionError(f"pylon_guest.sqlite and sqlite3 disagree: {g['sqlite_check']} != {n['sqlite_check']}")
     c.log("embedded caps: lean vs fat guest")
     lean, lean_digest = lean_guest(st)
     res["startup"] = startup(st, lean, lean_digest)
@@ -227,7 +227,7 @@ def report(res: dict) -> dict:
     ratios["crc32c_16mib_dynlink_over_embedded"] = big["dynlink"] / big["embedded"]
 
     print(f"\n  SQLite, ':memory:', {work.ROWS // 1000}k rows (median of the samples; ratio = pylon / native)")
-    print(f"   {'':<44}{'pylon.sqlite':>13}{'sqlite3':>11}{'ratio':>8}   target <= {TARGET_SQLITE:g}x")
+    print(f"   {'':<39}{'pylon_guest.sqlite':>18}{'sqlite3':>11}{'ratio':>8}   target <= {TARGET_SQLITE:g}x")
     rows = [
         ("insert", f"executemany {work.ROWS // 1000}k rows + commit, ms", 1e3),
         ("select", "point select (execute + fetchone), us", 1e6),
@@ -271,7 +271,7 @@ def report(res: dict) -> dict:
 
     print(f"\n  zstd level {work.ZSTD_LEVEL}, 16 MiB of JSON-lines text (frame {g['zstd_check']['frame_len']} bytes "
           f"guest, {n['zstd_check']['frame_len']} native)")
-    print(f"   {'':<44}{'pylon.zstd':>13}{'zstandard':>11}{'ratio':>8}   target <= {TARGET_ZSTD:g}x")
+    print(f"   {'':<41}{'pylon_guest.zstd':>16}{'zstandard':>11}{'ratio':>8}   target <= {TARGET_ZSTD:g}x")
     for key in ("compress", "decompress"):
         r = med(gz[key]) / med(nz[key])
         ratios[f"zstd_{key}"] = r
@@ -286,7 +286,7 @@ def report(res: dict) -> dict:
               f"decompress 16 MiB of zeros (memset + lift out): {med(z['zeros_decompress_16mib']) * 1e3:.1f} ms "
               f"(native {med(n['zeros_decompress_16mib']) * 1e3:.1f} ms); bytearray(16 MiB) "
               f"{med(z['guest_memcpy_16mib']) * 1e3:.1f} ms (native {med(n['memcpy_16mib']) * 1e3:.1f} ms)")
-        print(f"     raw typed compress {med(z['compress_raw']) * 1e3:.0f} ms vs pylon.zstd.compress "
+        print(f"     raw typed compress {med(z['compress_raw']) * 1e3:.0f} ms vs pylon_guest.zstd.compress "
               f"{med(gz['compress']) * 1e3:.0f} ms; the same cap by dynlink: compress "
               f"{med(z['dynlink_compress']) * 1e3:.0f} ms, decompress {med(z['dynlink_decompress']) * 1e3:.0f} ms")
 

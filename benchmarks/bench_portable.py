@@ -41,7 +41,7 @@ os.environ.pop("RUST_BACKTRACE", None)  # wasmtime captures a backtrace per trap
 GUEST_SCRIPT = """\
 import json, time
 import crc32c
-from pylon import dynlink
+from pylon_guest import dynlink
 
 def per_call_ns(fn, n, rounds=5):
     fn()

@@ -1,5 +1,5 @@
 """A cap that has never been built into the guest, used by name at run time."""
-from pylon import dynlink
+from pylon_guest import dynlink
 
 calc = dynlink.load("cborcalc")
 print(calc.call("sum", [1, 2, 3.5]))

@@ -8,8 +8,8 @@ the guest unless the run makes it writable:
 """
 import sys
 
-import pylon.sqlite as sqlite3
-import pylon.zstd as zstd
+import pylon_guest.sqlite as sqlite3
+import pylon_guest.zstd as zstd
 
 with sqlite3.connect("notes.db") as db:
     db.execute("create table if not exists notes (id integer primary key, body blob)")

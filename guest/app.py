@@ -3,11 +3,12 @@
 This module runs twice in a guest's life, and the difference matters:
 
 * At build time componentize-py pre-initialises it and snapshots the heap.
-  Everything imported here is in the snapshot: the guest-side ``pylon``
-  package, cbor2, and the whole standard library (see ``pylon._stdlib``),
-  because a module not imported now is not bundled at all. Modules that must
-  only run at run time (they resolve caps on import) are stored as source by
-  ``pylon._lazy`` and executed on first import.
+  Everything imported here is in the snapshot: the guest package
+  ``pylon_guest``, cbor2, and the whole standard library (see
+  ``pylon_guest._stdlib``), because a module not imported now is not bundled
+  at all. Modules that must only run at run time (they resolve caps on
+  import) are stored as source by ``pylon_guest._lazy`` and executed on first
+  import.
 * At run time Pylon's engine calls ``Entry.run`` once, then, in an
   embedding host's session, ``Entry.run_more`` for each further chunk of
   code. Any other component host (wasmtime-py, ``wasmtime run``, jco) calls
@@ -16,20 +17,20 @@ This module runs twice in a guest's life, and the difference matters:
 
 import sys
 
-import pylon._stdlib
-import pylon._lazy
-import pylon._runner
-import pylon.dynlink  # noqa: F401  (pre-imported so user scripts find it instantly)
+import pylon_guest._stdlib
+import pylon_guest._lazy
+import pylon_guest._runner
+import pylon_guest.dynlink  # noqa: F401  (pre-imported so user scripts find it instantly)
 
 # Cap modules with one API for embedded and dynlink caps. Each binds the typed
 # import at import time when this build's world has it, which must happen now
 # for componentize-py to bundle the binding; none resolves anything yet.
 import crc32c  # noqa: F401
-import pylon.sqlite  # noqa: F401
-import pylon.zstd  # noqa: F401
+import pylon_guest.sqlite  # noqa: F401
+import pylon_guest.zstd  # noqa: F401
 
-pylon._stdlib.preimport_all()
-pylon._lazy.install()
+pylon_guest._stdlib.preimport_all()
+pylon_guest._lazy.install()
 
 from componentize_py_types import Err  # noqa: E402
 from wit_world import exports  # noqa: E402
@@ -40,10 +41,10 @@ from wit_world.imports import exit as _exit  # noqa: E402
 
 class Entry(exports.Entry):
     def run(self, argv: list[str], env: list[tuple[str, str]], cwd: str) -> int:
-        return pylon._runner.run(argv, env, cwd)
+        return pylon_guest._runner.run(argv, env, cwd)
 
     def run_more(self, code: str) -> int:
-        return pylon._runner.run_more(code)
+        return pylon_guest._runner.run_more(code)
 
 
 class Run(exports.Run):
@@ -59,7 +60,7 @@ class Run(exports.Run):
         # A host with no notion of a working directory gives none: WASI's
         # own default (what wasi-libc starts from) is the root.
         cwd = _environment.initial_cwd() or "/"
-        status = pylon._runner.run(argv[1:], _environment.get_environment(), cwd)
+        status = pylon_guest._runner.run(argv[1:], _environment.get_environment(), cwd)
         if status == 0:
             return
         for stream in (sys.stdout, sys.stderr):

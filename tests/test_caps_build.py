@@ -513,7 +513,7 @@ def test_cborcalc_bad_method(calc: Provider) -> None:
 # -- shims, run the way the guest runs them --------------------------------------
 
 def _load_shim(component: Path, provider: Provider) -> dict[str, Any]:
-    """Executes the shim like pylon.dynlink does: a module whose ``cap`` is the cap."""
+    """Executes the shim like pylon_guest.dynlink does: a module whose ``cap`` is the cap."""
 
     class Cap:
         def invoke(self, method: str, payload: bytes = b"") -> bytes:
@@ -525,7 +525,7 @@ def _load_shim(component: Path, provider: Provider) -> dict[str, Any]:
 
     source = custom_section(component.read_bytes(), caps.SHIM_SECTION)
     assert source is not None
-    namespace: dict[str, Any] = {"__name__": "pylon.caps.shim", "cap": Cap()}
+    namespace: dict[str, Any] = {"__name__": "pylon_guest.caps.shim", "cap": Cap()}
     exec(compile(source.decode(), f"<shim {component.name}>", "exec"), namespace)
     return namespace
 

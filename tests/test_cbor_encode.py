@@ -148,7 +148,7 @@ def test_from_a_guest(pylon: Pylon, built: caps.BuiltCap, tmp_path: Path) -> Non
     pylon.composectl("plan", "add", str(plan), "cborenc", str(built.path), check=True)
     pylon.composectl("trust", "allow", "cborenc", built.digest, check=True)
     out = pylon.run_code(
-        "import json; from pylon import dynlink\n"
+        "import json; from pylon_guest import dynlink\n"
         "cap = dynlink.load('cborenc')\n"
         "s = cap.call('sample'); s['empty'][0] = s['empty'][0].hex()\n"
         "print(json.dumps([s, cap.call('update', 1, 2), cap.call('int', -(2**63))]))", plan=plan)

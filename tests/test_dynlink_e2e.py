@@ -81,6 +81,19 @@ def test_sys_exit_with_message_and_none(pylon: Pylon) -> None:
     assert result.returncode == 1 and "bad input" in result.stderr
 
 
+def test_the_guest_package_is_pylon_guest_and_there_is_no_pylon_inside(pylon: Pylon) -> None:
+    # `pylon` is the host's package alone: inside the guest it does not exist.
+    result = pylon.run_code(textwrap.dedent("""
+        import pylon_guest.caps, pylon_guest.dynlink, pylon_guest.sqlite, pylon_guest.zstd
+        try:
+            import pylon
+        except ModuleNotFoundError as exc:
+            print("absent:", exc.name)
+    """))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "absent: pylon\n"
+
+
 @pytest.mark.parametrize("module", [
     "json", "decimal", "hashlib", "xml.etree.ElementTree", "xml.dom.minidom", "csv", "datetime",
     "uuid", "tomllib", "base64", "pickle", "struct", "zlib", "sqlite3", "statistics", "fractions",
@@ -200,7 +213,7 @@ def test_256_mib_payload_crosses_the_host(pylon: Pylon, tmp_path: Path) -> None:
 
 def test_generic_load_and_cbor_round_trip(pylon: Pylon) -> None:
     result = pylon.run_code(textwrap.dedent("""
-        from pylon import dynlink
+        from pylon_guest import dynlink
         calc = dynlink.load("cborcalc")
         value = {"text": "h\\u00e9llo", "neg": -2**40, "big": 2**63, "f": 1.5,
                  "list": [True, False, None, b"\\x00\\xff"], "nested": {"a": [1, {"b": "c"}]}}
@@ -213,7 +226,7 @@ def test_generic_load_and_cbor_round_trip(pylon: Pylon) -> None:
 
 
 def test_shim_gives_a_typed_api_without_a_rebuild(pylon: Pylon) -> None:
-    result = pylon.run_code("import pylon.caps.crc32c as c; print(hex(c.crc32c(b'123456789')))")
+    result = pylon.run_code("import pylon_guest.caps.crc32c as c; print(hex(c.crc32c(b'123456789')))")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0xe3069283"
 
@@ -223,7 +236,7 @@ def test_shim_gives_a_typed_api_without_a_rebuild(pylon: Pylon) -> None:
 
 def guest_error(pylon: Pylon, code: str, plan: Path | None = None) -> str:
     """Runs code expected to raise; returns 'ExcType: message' printed by the guest."""
-    wrapped = "from pylon import dynlink\ntry:\n" + textwrap.indent(textwrap.dedent(code), "    ") + \
+    wrapped = "from pylon_guest import dynlink\ntry:\n" + textwrap.indent(textwrap.dedent(code), "    ") + \
         "\nexcept dynlink.DynlinkError as e:\n    print(f'{type(e).__name__}: {e}')\nelse:\n    print('no error')\n"
     result = pylon.run_code(wrapped, plan=plan)
     assert result.returncode == 0, result.stderr
@@ -287,7 +300,7 @@ def misbehave_plan(pylon: Pylon, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def test_misbehaving_cap_raises_and_everything_else_goes_on(
         pylon: Pylon, misbehave_plan: Path, method: str, payload: bytes, error: str, words: str) -> None:
     code = textwrap.dedent(f"""
-        from pylon import dynlink
+        from pylon_guest import dynlink
         import _crc32c_dynlink_cap as crc
         bad = dynlink.load("misbehave")
         print(bad.invoke("echo", b"alive").decode())
@@ -327,7 +340,7 @@ def test_blob_with_wrong_bytes_is_refused(pylon: Pylon, tmp_path: Path) -> None:
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps(doc))
     pylon.composectl("trust", "allow", "ghost", wanted, check=True)
-    wrapped = ("from pylon import dynlink\ntry:\n    dynlink.load('ghost')\n"
+    wrapped = ("from pylon_guest import dynlink\ntry:\n    dynlink.load('ghost')\n"
                "except dynlink.CapNotFound as e:\n    print(f'CapNotFound: {e}')")
     result = pylon.run_code(wrapped, plan=plan)
     assert result.returncode == 0, result.stderr

@@ -108,7 +108,7 @@ def test_swapping_a_provider_needs_no_guest_rebuild(pylon: Pylon, tmp_path: Path
     digest_b, path_b = built.stdout.split()
     plan = tmp_path / "plan.json"
     plan.write_text(pylon.default_plan.read_text())
-    code = "import pylon.caps.crc32c as c; print(getattr(c, 'BUILD', 'a'), hex(c.crc32c(b'123456789')))"
+    code = "import pylon_guest.caps.crc32c as c; print(getattr(c, 'BUILD', 'a'), hex(c.crc32c(b'123456789')))"
     assert pylon.run_code(code, plan=plan).stdout.split() == ["a", "0xe3069283"]
 
     # Edit the plan, land the blob, trust it, restart: the same guest uses build b.

@@ -6,7 +6,7 @@ correctness, not for benchmarks). Results are compared with the reference
 implementations on the host: the ``crc32c`` and ``zstandard`` packages and
 CPython's own ``sqlite3``.
 
-The guest modules ``guest/python/pylon/{sqlite,zstd}.py`` are exercised on
+The guest modules ``guest/python/pylon_guest/{sqlite,zstd}.py`` are exercised on
 the host too: :func:`_load_guest_module` gives them stand-ins for the
 ``wit_world.imports.<cap>`` bindings componentize-py generates (same class
 and method names, same ``Err`` convention), backed by the real component.
@@ -35,7 +35,7 @@ from pylon import paths  # noqa: E402
 from pylon.build import toolchain  # noqa: E402
 from pylon.build.embedded import CAPS, build_embedded_cap  # noqa: E402
 
-GUEST = paths.SOURCE_ROOT / "guest" / "python" / "pylon"
+GUEST = paths.SOURCE_ROOT / "guest" / "python" / "pylon_guest"
 SLOW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -314,7 +314,7 @@ def _zstd_bindings(inst: Instance) -> types.ModuleType:
 
 
 def _load_guest_module(cap: str, bindings: types.ModuleType | None) -> types.ModuleType:
-    """Imports guest/python/pylon/<cap>.py with ``bindings`` as its typed
+    """Imports guest/python/pylon_guest/<cap>.py with ``bindings`` as its typed
     import (None: as in a guest without the embedded cap)."""
     saved = {k: sys.modules.get(k) for k in ("wit_world", "wit_world.imports", f"wit_world.imports.{cap}",
                                              "componentize_py_types")}
@@ -350,7 +350,7 @@ def dbdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def gsqlite(dbdir: Path) -> types.ModuleType:
-    """pylon.sqlite (the guest module) over a fresh sqlite cap instance whose
+    """pylon_guest.sqlite (the guest module) over a fresh sqlite cap instance whose
     /data is ``dbdir``."""
     return _load_guest_module("sqlite", _sqlite_bindings(Instance("sqlite", dbdir)))
 
@@ -512,10 +512,12 @@ def test_guest_modules_fall_back_to_dynlink_without_the_embedded_import(monkeypa
             calls.append((method, *args))
             return {"ok": b"frame"}
 
-    dynlink = types.ModuleType("pylon.dynlink")
+    dynlink = types.ModuleType("pylon_guest.dynlink")
     dynlink.load = lambda name: (calls.append(("load", name)), FakeCap())[1]
-    monkeypatch.setitem(sys.modules, "pylon.dynlink", dynlink)
-    monkeypatch.setattr(sys.modules["pylon"], "dynlink", dynlink, raising=False)
+    package = types.ModuleType("pylon_guest")
+    package.dynlink = dynlink
+    monkeypatch.setitem(sys.modules, "pylon_guest", package)
+    monkeypatch.setitem(sys.modules, "pylon_guest.dynlink", dynlink)
     z = _load_guest_module("zstd", None)
     assert calls == []  # nothing is resolved at import (that would happen at guest build time)
     assert z.compress(b"x", 7) == b"frame"
@@ -796,7 +798,7 @@ _APP_PY = '''
 import json, traceback
 import wit_world
 from wit_world.imports import crc32c
-from pylon import sqlite, zstd
+from pylon_guest import sqlite, zstd
 
 
 def checks():
@@ -840,10 +842,10 @@ def test_wac_plug_composes_the_caps_into_a_componentize_py_guest(tmp_path: Path)
         (tmp_path / "wit" / "deps" / f"{name}.wit").write_text(cap.wit.read_text())
     (tmp_path / "wit" / "app.wit").write_text(_APP_WIT)
     app = tmp_path / "app"
-    (app / "pylon").mkdir(parents=True)
-    (app / "pylon" / "__init__.py").write_text("")
+    (app / "pylon_guest").mkdir(parents=True)
+    (app / "pylon_guest" / "__init__.py").write_text("")
     for module in ("sqlite", "zstd"):
-        (app / "pylon" / f"{module}.py").write_text((GUEST / f"{module}.py").read_text())
+        (app / "pylon_guest" / f"{module}.py").write_text((GUEST / f"{module}.py").read_text())
     (app / "app.py").write_text(_APP_PY)
     guest = tmp_path / "guest.wasm"
     toolchain.run([toolchain.componentize_py(), "-d", str(tmp_path / "wit"), "-w", "app", "componentize",

@@ -35,7 +35,7 @@ def run_ok(pylon: Pylon, script: Path, *args: str, plan: Path | None = None, wri
 
 
 def test_stock_guest_embeds_every_cap(pylon: Pylon) -> None:
-    out = pylon.run_code("import crc32c, pylon.sqlite as s, pylon.zstd as z; "
+    out = pylon.run_code("import crc32c, pylon_guest.sqlite as s, pylon_guest.zstd as z; "
                          "print(crc32c.backend(), s.backend().name, z.backend().name)")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["embedded", "embedded", "embedded"]
@@ -63,7 +63,7 @@ values = st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), st.floats(allow_na
                    st.text(max_size=20), st.binary(max_size=20))
 rows = st.lists(st.tuples(values, values), min_size=0, max_size=30)
 
-# One workload, run by the guest's pylon.sqlite and by the host's sqlite3.
+# One workload, run by the guest's pylon_guest.sqlite and by the host's sqlite3.
 SQL_WORKLOAD = """
 def run_statements(sqlite3, statements):
     db = sqlite3.connect(":memory:")
@@ -78,9 +78,9 @@ def run_statements(sqlite3, statements):
 # Bytes cannot travel in JSON: they go to the guest as {"hex": ...} and are rebuilt there.
 SQL_SCRIPT = SQL_WORKLOAD + """
 import json, sys
-import pylon.sqlite
+import pylon_guest.sqlite
 unhex = lambda d: bytes.fromhex(d["hex"]) if set(d) == {"hex"} else d
-print(json.dumps(run_statements(pylon.sqlite, json.load(open(sys.argv[1]), object_hook=unhex))))
+print(json.dumps(run_statements(pylon_guest.sqlite, json.load(open(sys.argv[1]), object_hook=unhex))))
 """
 
 
@@ -117,14 +117,14 @@ def test_sql_workload_matches_cpython_sqlite3(pylon: Pylon, tmp_path: Path, data
 
 def test_sqlite_file_persists_across_runs_and_to_cpython(pylon: Pylon, tmp_path: Path) -> None:
     write_script = write(tmp_path / "w.py", """
-        import pylon.sqlite as sqlite3
+        import pylon_guest.sqlite as sqlite3
         with sqlite3.connect("data.db") as db:
             db.execute("create table kv (k text primary key, v blob)")
             db.executemany("insert into kv values (?, ?)", [("a", b"\\x00\\x01"), ("b", None)])
         db.close()
     """)
     read_script = write(tmp_path / "r.py", """
-        import pylon.sqlite as sqlite3
+        import pylon_guest.sqlite as sqlite3
         db = sqlite3.connect("data.db")
         print(db.execute("select k, v from kv order by k").fetchall())
     """)
@@ -140,7 +140,7 @@ def test_sqlite_file_persists_across_runs_and_to_cpython(pylon: Pylon, tmp_path:
 
 def test_sqlite_errors_are_dbapi_exceptions_and_lose_nothing(pylon: Pylon, tmp_path: Path) -> None:
     script = write(tmp_path / "errors.py", """
-        import pylon.sqlite as sqlite3
+        import pylon_guest.sqlite as sqlite3
         db = sqlite3.connect("t.db")
         db.execute("create table t (id integer primary key, v text not null)")
         db.execute("insert into t values (1, 'kept')")
@@ -177,7 +177,7 @@ def test_zstd_frames_interoperate_with_the_zstandard_package(pylon: Pylon, tmp_p
     (tmp_path / "plain").write_bytes(data)
     (tmp_path / "native.zst").write_bytes(zstandard.ZstdCompressor(level=5).compress(data))
     script = write(tmp_path / "z.py", """
-        import pylon.zstd as zstd
+        import pylon_guest.zstd as zstd
         plain = open("plain", "rb").read()
         open("guest.zst", "wb").write(zstd.compress(plain, 9))
         print(zstd.decompress(open("native.zst", "rb").read()) == plain)
@@ -190,7 +190,7 @@ def test_zstd_frames_interoperate_with_the_zstandard_package(pylon: Pylon, tmp_p
 def test_zstd_rejects_corrupt_frames_and_bombs(pylon: Pylon, tmp_path: Path) -> None:
     (tmp_path / "bomb.zst").write_bytes(zstandard.ZstdCompressor().compress(bytes(64 << 20)))
     script = write(tmp_path / "bad.py", """
-        import pylon.zstd as zstd
+        import pylon_guest.zstd as zstd
         try:
             zstd.decompress(b"\\x28\\xb5\\x2f\\xfd garbage")
         except zstd.ZstdError as e:

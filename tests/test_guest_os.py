@@ -3,7 +3,7 @@
 Every run gets a private temporary folder (``pylon.scratch``: a fresh host
 folder preopened at /tmp, ``TMPDIR=/tmp``, capped by ``tmp-mb``, removed
 after the run) and an ``os.devnull`` that reads EOF and discards writes
-(``guest/python/pylon/_devnull.py``). The last test runs a real third-party
+(``guest/python/pylon_guest/_devnull.py``). The last test runs a real third-party
 test suite (tabulate's, from its sdist) with pytest *inside* the guest, with
 the flags docs/guest-os.md lists, and compares every test's outcome with the
 same suite run on the host.

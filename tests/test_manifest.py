@@ -114,7 +114,7 @@ def test_a_vendor_pin_is_written_once() -> None:
 
 def test_guest_sqlite_version_matches_the_pinned_sqlite() -> None:
     pinned = load_manifest(REPO / "caps" / "sqlite").vendors["sqlite"].version
-    text = (REPO / "guest" / "python" / "pylon" / "sqlite.py").read_text()
+    text = (REPO / "guest" / "python" / "pylon_guest" / "sqlite.py").read_text()
     assert f'sqlite_version = "{pinned}"' in text
 
 
@@ -131,14 +131,14 @@ def test_a_cap_whose_name_is_not_its_folder_is_refused(tmp_path: Path) -> None:
 
 def test_a_guest_module_that_does_not_bind_the_import_is_refused(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "py" / "pylon").mkdir(parents=True)
-    (tmp_path / "py" / "pylon" / "zstd.py").write_text("# no binding here\n")
+    (tmp_path / "py" / "pylon_guest").mkdir(parents=True)
+    (tmp_path / "py" / "pylon_guest" / "zstd.py").write_text("# no binding here\n")
     monkeypatch.setattr(guest, "GUEST_PYTHON_DIRS", (tmp_path / "py",))
     cap = manifest.embeddable()["zstd"]
     with pytest.raises(BuildError, match=r"does not import wit_world\.imports\.zstd"):
         guest.check_guest_module(cap)
-    (tmp_path / "py" / "pylon" / "zstd.py").unlink()
-    with pytest.raises(BuildError, match=r"no module 'pylon\.zstd'"):
+    (tmp_path / "py" / "pylon_guest" / "zstd.py").unlink()
+    with pytest.raises(BuildError, match=r"no module 'pylon_guest\.zstd'"):
         guest.check_guest_module(cap)
 
 

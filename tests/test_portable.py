@@ -4,7 +4,7 @@
 stock guest; the result must import only ``wasi:*``, and run under
 wasmtime-py with nothing but ``Linker.add_wasip2()``: its ``wasi:cli/run``
 export takes argv, environment and cwd from WASI, routes
-``pylon.dynlink.load`` to the caps compiled into the router, and leaves with
+``pylon_guest.dynlink.load`` to the caps compiled into the router, and leaves with
 the script's exit status through ``wasi:cli/exit.exit-with-code``. The
 engine, meanwhile, still runs the same guest through ``pylon:guest/entry``.
 
@@ -146,7 +146,7 @@ import sys
 
 import cbor2
 import crc32c
-from pylon import dynlink
+from pylon_guest import dynlink
 
 print("argv:", sys.argv[1:])
 cap = dynlink.load("crc32c")
@@ -219,7 +219,7 @@ def test_usage_errors_exit_2(host: Host, tmp_path: Path, argv: list[str], messag
 
 def test_router_serves_zstd_and_cborcalc(host: Host, tmp_path: Path) -> None:
     script = """\
-from pylon import dynlink
+from pylon_guest import dynlink
 z = dynlink.load("zstd")
 data = b"portable " * 5000
 frame = z.call("compress", data, 3)["ok"]
@@ -240,7 +240,7 @@ print(calc.call("sum", [1, 2, 3.5]), calc.call("upper", "abc"), z.api)
 
 def test_unrouted_names_are_not_found_and_the_guest_goes_on(host: Host, tmp_path: Path) -> None:
     script = """\
-from pylon import dynlink
+from pylon_guest import dynlink
 for name in ["sqlite", "", "CRC32C", "crc32c\\x00", "crc32c ", "x" * 100_000, "a" + "\\u00e9" * 100,
              "../crc32c"]:
     try:
@@ -264,7 +264,7 @@ print("alive", dynlink.load("crc32c").invoke("crc32c", b"123456789").hex())
 
 def test_bad_methods_and_payloads_are_errors_not_traps(host: Host, tmp_path: Path) -> None:
     script = """\
-from pylon import dynlink
+from pylon_guest import dynlink
 crc, z = dynlink.load("crc32c"), dynlink.load("zstd")
 calls = [(crc, "nope", b""), (crc, "crc32c-update", b"\\xff\\x00"), (crc, "crc32c-update", b""),
          (z, "decompress", b"\\x82\\x43abc\\x0a"), (z, "compress", b"not cbor"),
@@ -290,7 +290,7 @@ def test_a_large_payload_crosses_inside_the_component(host: Host, tmp_path: Path
     # which would lower a list<u8> crossing the host one value at a time.
     script = """\
 import time
-from pylon import dynlink
+from pylon_guest import dynlink
 data = bytes(range(256)) * (1 << 17)
 start = time.perf_counter()
 reply = dynlink.load("crc32c").invoke("crc32c", data)

@@ -22,7 +22,7 @@ from conftest import REPO, Pylon
 
 MIB = 1 << 20
 CRC_123456789 = "0xe3069283"
-CRC_CODE = "import pylon.caps.crc32c as c; print(hex(c.crc32c(b'123456789')))"
+CRC_CODE = "import pylon_guest.caps.crc32c as c; print(hex(c.crc32c(b'123456789')))"
 
 
 def write(path: Path, text: str) -> Path:
@@ -159,7 +159,7 @@ def test_foreign_artifact_under_a_trusted_name_is_rejected(private_cache: Pylon)
     """Old main: renaming cborcalc's artifact to crc32c's key ran cborcalc's code as the
     trusted name crc32c. The tag covers the key, so that no longer verifies."""
     code = CRC_CODE
-    warm = private_cache.run_code(code + "; from pylon import dynlink; dynlink.load('cborcalc')")
+    warm = private_cache.run_code(code + "; from pylon_guest import dynlink; dynlink.load('cborcalc')")
     assert warm.returncode == 0, warm.stderr
     plan = json.loads(private_cache.default_plan.read_text())
     cbor_hex = plan["caps"]["cborcalc"]["digest"].split(":")[1]
@@ -386,7 +386,7 @@ def test_reply_over_the_payload_limit_is_refused(pylon: Pylon, tmp_path: Path) -
     plan = _plan_with(pylon, tmp_path, lambda d: d["caps"]["zstd"].update(limits={"max-payload-mb": 1}))
     code = textwrap.dedent(f"""
         import cbor2
-        from pylon import dynlink
+        from pylon_guest import dynlink
         frame = open({str(tmp_path / 'frame.zst')!r}, 'rb').read()
         try:
             dynlink.load('zstd').invoke('decompress', cbor2.dumps([frame, 100 << 20]))
@@ -429,7 +429,7 @@ def test_caps_memory_budget_is_shared(pylon: Pylon, tmp_path: Path, misbehave_bu
                                   "limits": {"memory-mb": 64}, "wasi": False}
     plan = _plan_with(pylon, tmp_path, edit)
     code = textwrap.dedent("""
-        from pylon import dynlink
+        from pylon_guest import dynlink
         a = dynlink.load('misbehave')
         got = int.from_bytes(a.invoke('hog', b''), 'little')
         print('hog got MiB', got >> 20)
@@ -458,7 +458,7 @@ def test_memory_grow_past_the_limit_fails_instead_of_trapping(pylon: Pylon, tmp_
     plan = _plan_with(pylon, tmp_path, lambda d: d["caps"].update(misbehave={
         "digest": digest, "sources": [Path(path).as_uri()], "limits": {"memory-mb": 16}, "wasi": False}))
     code = textwrap.dedent("""
-        from pylon import dynlink
+        from pylon_guest import dynlink
         m = dynlink.load('misbehave')
         print(int.from_bytes(m.invoke('hog', b''), 'little') >> 20)
         print(m.invoke('echo', b'still here'))
@@ -480,7 +480,7 @@ def test_denied_cap_tells_the_guest_only_name_digest_and_command(pylon: Pylon, t
     pylon.composectl("trust", "allow", "stranger", other, check=True)
     plan = _plan_with(pylon, tmp_path, lambda d: d["caps"].update(stranger={
         "digest": digest, "sources": [Path(path).as_uri()], "limits": {}, "wasi": False}))
-    code = ("from pylon import dynlink\ntry:\n    dynlink.load('stranger')\n"
+    code = ("from pylon_guest import dynlink\ntry:\n    dynlink.load('stranger')\n"
             "except dynlink.CapDenied as e:\n    print('GUEST SAW:', e)")
     result = pylon.run_code(code, plan=plan)
     assert result.returncode == 0, result.stderr
@@ -495,7 +495,7 @@ def test_missing_cap_source_does_not_leak_paths(pylon: Pylon, tmp_path: Path) ->
     plan = _plan_with(pylon, tmp_path, lambda d: d["caps"].update(ghost={
         "digest": "sha256:" + "cd" * 32, "sources": [ghost.as_uri()], "limits": {}, "wasi": False}))
     pylon.composectl("trust", "allow", "ghost", "sha256:" + "cd" * 32, check=True)
-    code = ("from pylon import dynlink\ntry:\n    dynlink.load('ghost')\n"
+    code = ("from pylon_guest import dynlink\ntry:\n    dynlink.load('ghost')\n"
             "except dynlink.CapNotFound as e:\n    print('GUEST SAW:', e)")
     result = pylon.run_code(code, plan=plan)
     assert result.returncode == 0, result.stderr
@@ -513,7 +513,7 @@ def test_keyboard_interrupt_in_a_resolve_is_not_a_cap_error(pylon: Pylon, tmp_pa
 
     digest = json.loads((pylon.home / "config" / "stock.json").read_text())["guest"]
     guest = Path(pylon.env["PYLON_BLOB_DIR"]) / "sha256" / digest[7:]
-    code = ("from pylon import dynlink\ntry:\n    dynlink.load('crc32c')\n"
+    code = ("from pylon_guest import dynlink\ntry:\n    dynlink.load('crc32c')\n"
             "except BaseException as e:\n    print('guest caught', type(e).__name__)")
     with pytest.raises(KeyboardInterrupt):
         get_engine().run_guest(str(guest), digest, argv=["-c", code], env=[], cwd="/", resolver=resolver)
@@ -536,7 +536,7 @@ def test_a_failing_resolver_tells_the_guest_nothing_of_the_host(pylon: Pylon) ->
     path on a full disk) reached the guest with its text."""
     digest = json.loads((pylon.home / "config" / "stock.json").read_text())["guest"]
     guest = Path(pylon.env["PYLON_BLOB_DIR"]) / "sha256" / digest[7:]
-    code = ("from pylon import dynlink\ntry:\n    dynlink.load('crc32c')\n"
+    code = ("from pylon_guest import dynlink\ntry:\n    dynlink.load('crc32c')\n"
             "except dynlink.CapNotFound as e:\n    print('GUEST SAW:', e)")
     host = ("import sys\nfrom pylon.engine import get_engine\n"
             "def resolver(name):\n    raise OSError(28, 'No space left on device', '/home/secret/x')\n"

@@ -167,7 +167,7 @@ class KeyValue:
 def test_host_cap_round_trip(home):
     kv = KeyValue()
     sb = pylon.Sandbox(caps={"kv": kv})
-    r = sb.run("from pylon import dynlink\n"
+    r = sb.run("from pylon_guest import dynlink\n"
                "kv = dynlink.load('kv')\n"
                "print(kv.call('put', 'a', [1, 2.5, 'x', b'\\x00']))\n"
                "print(kv.call('get', 'a'))")
@@ -178,7 +178,7 @@ def test_host_cap_round_trip(home):
 def test_host_cap_errors_are_typed_in_the_guest(home):
     reports: list[str] = []
     sb = pylon.Sandbox(caps={"kv": KeyValue()}, report=reports.append)
-    r = sb.run("from pylon import dynlink\n"
+    r = sb.run("from pylon_guest import dynlink\n"
                "kv = dynlink.load('kv')\n"
                "for call in (lambda: kv.call('get', 'missing'), lambda: kv.call('_private'),\n"
                "             lambda: kv.call('nope'), lambda: kv.call('explode'),\n"
@@ -198,12 +198,13 @@ def test_host_cap_errors_are_typed_in_the_guest(home):
 
 def test_host_cap_from_a_mapping_of_functions(home):
     sb = pylon.Sandbox(caps={"math2": {"add": lambda a, b: a + b, "neg": lambda x: -x}})
-    r = sb.run("from pylon import dynlink\nm = dynlink.load('math2')\nprint(m.call('add', 2, 3), m.call('neg', 4))")
+    r = sb.run("from pylon_guest import dynlink\n"
+               "m = dynlink.load('math2')\nprint(m.call('add', 2, 3), m.call('neg', 4))")
     assert r.stdout == b"5 -4\n", r.stderr
 
 
 def test_unknown_cap_is_not_found(sb):
-    r = sb.run("from pylon import dynlink\n"
+    r = sb.run("from pylon_guest import dynlink\n"
                "try:\n    dynlink.load('nothing-here')\nexcept dynlink.CapNotFound:\n    print('not found')")
     assert r.stdout == b"not found\n"
 

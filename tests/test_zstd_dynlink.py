@@ -4,8 +4,8 @@ Frames go both ways against the `zstandard` package: what the cap writes must
 decompress with zstandard and what zstandard writes must decompress with the
 cap. Corrupt input is `bad-payload`, output past the caller's limit is
 `limit-exceeded`, and neither kills the instance. The last part runs the
-guest's own `pylon.zstd` module (its dynlink fallback) on the host, with
-`pylon.dynlink` replaced by a stand-in over the same provider, so the
+guest's own `pylon_guest.zstd` module (its dynlink fallback) on the host, with
+`pylon_guest.dynlink` replaced by a stand-in over the same provider, so the
 method names and CBOR shapes the guest sends are the ones tested here.
 """
 
@@ -344,10 +344,10 @@ def test_level_is_clamped_like_the_embedded_face(zp: Any) -> None:
 
 @pytest.fixture()
 def guest_zstd(zp: Any, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """guest/python/pylon/zstd.py with `pylon.dynlink` standing in for the
+    """guest/python/pylon_guest/zstd.py with `pylon_guest.dynlink` standing in for the
     guest's: the same exception classes by WIT case, the same CBOR call
     convention, over the engine provider."""
-    fake = types.ModuleType("pylon.dynlink")
+    fake = types.ModuleType("pylon_guest.dynlink")
 
     class DynlinkError(Exception):
         pass
@@ -367,11 +367,13 @@ def guest_zstd(zp: Any, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
                 raise classes.get(exc.kind, DynlinkError)(str(exc)) from None
 
     fake.load = lambda name: Cap()  # type: ignore[attr-defined]
-    import pylon
+    package = types.ModuleType("pylon_guest")
+    package.dynlink = fake  # type: ignore[attr-defined]
 
-    monkeypatch.setitem(sys.modules, "pylon.dynlink", fake)
-    monkeypatch.setattr(pylon, "dynlink", fake, raising=False)
-    spec = importlib.util.spec_from_file_location("guest_pylon_zstd", REPO / "guest" / "python" / "pylon" / "zstd.py")
+    monkeypatch.setitem(sys.modules, "pylon_guest", package)
+    monkeypatch.setitem(sys.modules, "pylon_guest.dynlink", fake)
+    spec = importlib.util.spec_from_file_location("guest_pylon_zstd",
+                                                  REPO / "guest" / "python" / "pylon_guest" / "zstd.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     assert module.backend().name == "dynlink"

@@ -1,6 +1,6 @@
 """The workloads of bench_embedded, shared word for word by the guest script
-(``embedded.py``: pylon.sqlite, pylon.zstd) and the host side (CPython's
-sqlite3, the zstandard package), so both run the same Python loop.
+(``embedded.py``: pylon_guest.sqlite, pylon_guest.zstd) and the host side
+(CPython's sqlite3, the zstandard package), so both run the same Python loop.
 
 Every timing is a list of samples in seconds (``time.perf_counter``), one per
 repeat; the benchmark takes medians.
@@ -42,7 +42,7 @@ def samples(fn, repeats, setup=None):
 
 def sqlite_suite(sqlite, repeats):
     """insert (executemany + commit), point selects, aggregate, fetchall scan,
-    on ":memory:" with ``sqlite`` a DB-API module (sqlite3 or pylon.sqlite).
+    on ":memory:" with ``sqlite`` a DB-API module (sqlite3 or pylon_guest.sqlite).
     Returns (timings, results to compare across sides)."""
     conn = sqlite.connect(":memory:")
     rows = make_rows()

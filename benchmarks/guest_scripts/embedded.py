@@ -1,6 +1,7 @@
 """Embedded caps in one run of the stock (fat) guest: crc32c embedded vs
-dynlink, SQLite and zstd through pylon.sqlite / pylon.zstd, and where the
-time goes (a no-op typed call, value conversion vs the component call).
+dynlink, SQLite and zstd through pylon_guest.sqlite / pylon_guest.zstd, and
+where the time goes (a no-op typed call, value conversion vs the component
+call).
 
 argv: OUT.json DATA REPEATS. DATA is the 16 MiB zstd / crc32c input (made by
 the host, on a preopened folder). Timings are in seconds per sample
@@ -13,10 +14,10 @@ import sys
 
 import _crc32c_dynlink_cap as crc32c_dynlink
 import crc32c
+from pylon_guest import sqlite, zstd
 
 import _embedded_work as work
 from _timing import side_by_side
-from pylon import sqlite, zstd
 
 out_path, data_path, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with open(data_path, "rb") as f:
@@ -43,7 +44,7 @@ out["crc32c_16mib_ns"] = side_by_side({
     "dynlink": lambda: crc32c_dynlink.crc32c(data),
 }, target_s=0.3, repeats=5)
 
-# -- SQLite through pylon.sqlite, then where the time goes -----------------------
+# -- SQLite through pylon_guest.sqlite, then where the time goes -----------------
 out["sqlite"], out["sqlite_check"] = work.sqlite_suite(sqlite, repeats)
 
 b = sqlite.backend()
@@ -95,7 +96,7 @@ if b.name == "embedded":
     del lifted
     # Creating a Python object in the guest, which conversion and lifting do
     # once per value; and the cyclic GC's share of the big loops (paused here
-    # only to measure it: pylon.sqlite never touches the collector).
+    # only to measure it: pylon_guest.sqlite never touches the collector).
     diag["alloc_ns"] = side_by_side({"value_integer": lambda: Int(1), "py_call": py_noop},
                                     target_s=0.15, repeats=7)
 
@@ -112,7 +113,7 @@ if b.name == "embedded":
     conn.close()
 out["sqlite_diag"] = diag
 
-# -- zstd through pylon.zstd -------------------------------------------------------
+# -- zstd through pylon_guest.zstd -----------------------------------------------
 out["zstd"], out["zstd_check"] = work.zstd_suite(lambda d, lv: zstd.compress(d, lv), zstd.decompress, data, repeats)
 
 zdiag = {}

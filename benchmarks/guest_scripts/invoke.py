@@ -2,7 +2,7 @@
 
 argv: OUT.json. Also runs in the stock guest (no provider import: the
 composed figure is left out). Writes ns per call for:
-  dynlink_cap_invoke   pylon.dynlink Cap.invoke (the public API: binding + error mapping)
+  dynlink_cap_invoke   pylon_guest.dynlink Cap.invoke (the public API: binding + error mapping)
   dynlink_binding      the resource method binding itself (instance.invoke)
   composed_invoke      the wac-plugged provider's binding (wit_world.imports.provider.invoke)
   py_call              a Python function call in the guest (floor of the loop)
@@ -11,7 +11,7 @@ composed figure is left out). Writes ns per call for:
 import json
 import sys
 
-from pylon import dynlink
+from pylon_guest import dynlink
 
 try:
     from wit_world.imports import provider

@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from pylon import dynlink
+from pylon_guest import dynlink
 
 t0 = time.perf_counter_ns()
 cap = dynlink.load(sys.argv[2])

@@ -10,10 +10,10 @@ the figure is the cost of getting 16 MiB into the cap and an error back.
 import json
 import sys
 
+from pylon_guest import dynlink
 from wit_world.imports import provider
 
 from _timing import side_by_side
-from pylon import dynlink
 
 COPY_ONLY_SIZE = 16 << 20
 

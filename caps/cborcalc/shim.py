@@ -4,7 +4,7 @@ This shim travels inside the cap's component (custom section ``pylon:shim``).
 The guest runs it as a module in which ``cap`` is bound to the resolved cap;
 ``cap.call(method, arg)`` CBOR-encodes ``arg`` and decodes the reply.
 
-    import pylon.caps.cborcalc as calc
+    import pylon_guest.caps.cborcalc as calc
     calc.stats([1, 2, 3.5])  # {'count': 3, 'mean': 2.1666..., 'min': 1, 'max': 3.5}
 """
 

@@ -4,7 +4,7 @@ This shim travels inside the cap's component (custom section ``pylon:shim``).
 The guest runs it as a module in which ``cap`` is bound to the resolved cap
 (``cap.invoke(method, payload) -> bytes``, ``cap.call(method, *args)``).
 
-    import pylon.caps.crc32c as crc
+    import pylon_guest.caps.crc32c as crc
     crc.crc32c(b"123456789") == 0xE3069283
     crc.crc32c(b"6789", crc.crc32c(b"12345")) == 0xE3069283
 """

@@ -2,7 +2,7 @@
  * core in src/zstd_core.c (the same core the typed embedded face uses).
  *
  * It serves pylon:zstd/zstd@0.1.0 (wit/caps/zstd.wit) by method name, as
- * guest/python/pylon/zstd.py calls it when the embedded import is absent
+ * guest/python/pylon_guest/zstd.py calls it when the embedded import is absent
  * (docs/embedded.md, "Typed calls over dynlink"). Payloads are CBOR:
  *
  *   method                      payload                     reply
@@ -28,7 +28,7 @@
  *     saying what was expected;
  *   - anything else the core reports (a refused level, zstd out of memory)
  *     is the typed error in the reply: {"err": {"kind": "failed", "detail": msg}}.
- * pylon.zstd turns the first two into CorruptFrameError and
+ * pylon_guest.zstd turns the first two into CorruptFrameError and
  * OutputTooLargeError, exactly as on the embedded path.
  *
  * Memory: data is read in place inside the payload; outputs are the core's

@@ -7,7 +7,7 @@ little-endian bytes.
 
 import cbor2
 
-from pylon import dynlink
+from pylon_guest import dynlink
 
 _cap = dynlink.load("crc32c")
 _invoke = _cap.invoke

@@ -22,7 +22,7 @@ The CLI renders any ``PylonError`` as one clear message and a non-zero exit;
 anything else reaching it is a bug in Pylon.
 
 Errors inside the guest (a denied resolve, a trapping cap) are Python
-exceptions of the guest's own ``pylon.dynlink`` module, not these.
+exceptions of the guest's own ``pylon_guest.dynlink`` module, not these.
 """
 
 from __future__ import annotations

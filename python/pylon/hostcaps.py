@@ -1,8 +1,9 @@
 """Host caps: an application's own Python objects, served to the guest as caps.
 
 ``pylon.Sandbox(caps={"kv": store})`` lets a script do
-``dynlink.load("kv").call("get", "key")``: the guest resolves ``"kv"`` like
-any other cap and each call reaches ``store.get("key")`` on the host. This is
+``dynlink.load("kv").call("get", "key")`` (``from pylon_guest import
+dynlink``, the guest's own package): the guest resolves ``"kv"`` like any
+other cap and each call reaches ``store.get("key")`` on the host. This is
 how an application exposes its own functions to untrusted scripts, so every
 byte from the guest is treated as hostile here:
 
@@ -42,7 +43,7 @@ KINDS = ("denied", "not-found", "bad-method", "trapped", "limit-exceeded", "bad-
 class CapRefused(Exception):
     """Raise it in a host cap's method to give the guest a typed error.
 
-    ``kind`` is the WIT case the guest sees (its ``pylon.dynlink`` class:
+    ``kind`` is the WIT case the guest sees (its ``pylon_guest.dynlink`` class:
     ``"bad-payload"`` is ``BadPayload``, ``"denied"`` is ``CapDenied``...);
     the message is shown to the guest as written.
     """

@@ -16,8 +16,8 @@ no run sees another's files, and every run starts with an empty ``/tmp``.
 
 ``/dev/null`` is a plain empty file the guest cannot write: reading it gives
 EOF forever. Writing to ``os.devnull`` is done inside the guest, which
-discards the bytes before they reach the host (``guest/python/pylon/_devnull.py``
-says why a host file cannot do that).
+discards the bytes before they reach the host
+(``guest/python/pylon_guest/_devnull.py`` says why a host file cannot do that).
 
 **The size cap.** wasmtime-wasi cannot limit the bytes written into a
 preopened folder, so a watcher thread measures ``tmp/`` every :data:`POLL_S`

@@ -11,7 +11,7 @@ Which caps can be embedded, and how, is read from each cap's ``cap.toml``
 caps. ``stock = false`` there keeps a cap out of the stock guest.
 
 Inputs (all hashed into the output folder's name): ``guest/`` (the app and
-the guest-side ``pylon`` package), ``wit/``, the WASI WIT of the engine's
+the guest package, ``pylon_guest``), ``wit/``, the WASI WIT of the engine's
 wasmtime-wasi, cbor2's pure-Python wheel, the componentize-py version, the
 set of embedded caps and their sources and manifests.
 """

@@ -2,7 +2,7 @@
 
 The common subset of :mod:`sqlite3` works the same way::
 
-    from pylon import sqlite
+    from pylon_guest import sqlite
     with sqlite.connect("/data/app.db") as conn:       # commits on success
         conn.execute("create table if not exists t (k integer primary key, v text)")
         conn.executemany("insert into t (v) values (?)", [("a",), ("b",)])
@@ -29,7 +29,7 @@ Two backends, one API. In a guest built with the sqlite cap embedded
 (``wac plug``) calls go to the typed ``pylon:sqlite/sqlite`` import:
 prepared statements are resources, and each ``execute`` is one call that
 binds, steps and returns a batch of rows. Otherwise the cap is resolved at
-first ``connect`` through ``pylon.dynlink`` (see docs/embedded.md, "Typed
+first ``connect`` through ``pylon_guest.dynlink`` (see docs/embedded.md, "Typed
 calls over dynlink").
 """
 
@@ -252,7 +252,7 @@ class _Embedded:
 
 
 class _Dynlink:
-    """The sqlite cap over ``pylon.dynlink``: the typed interface's functions
+    """The sqlite cap over ``pylon_guest.dynlink``: the typed interface's functions
     by name (``connection.open``, ``connection.<method>``,
     ``statement.<method>``, first argument the resource's integer handle),
     values as CBOR's own null/int/float/text/bytes, and results as
@@ -261,7 +261,7 @@ class _Dynlink:
     name = "dynlink"
 
     def __init__(self) -> None:
-        from pylon import dynlink  # type: ignore[attr-defined]
+        from pylon_guest import dynlink  # type: ignore[attr-defined]
 
         self.cap = dynlink.load("sqlite")
 
@@ -423,7 +423,7 @@ class Row:
         return hash((tuple(self.keys()), self._values))
 
     def __repr__(self) -> str:
-        return f"<pylon.sqlite.Row {dict(zip(self.keys(), self._values))!r}>"
+        return f"<pylon_guest.sqlite.Row {dict(zip(self.keys(), self._values))!r}>"
 
 
 class Cursor:
@@ -734,7 +734,7 @@ def connect(database: Any, timeout: float = 5.0, detect_types: int = 0, isolatio
     """Opens ``database``: a path (relative to the guest's working directory,
     on a preopened directory) or ":memory:"."""
     if detect_types:
-        raise NotSupportedError("detect_types (converters) is not supported by pylon.sqlite")
+        raise NotSupportedError("detect_types (converters) is not supported by pylon_guest.sqlite")
     if uri:
-        raise NotSupportedError("URI filenames are not supported by pylon.sqlite")
+        raise NotSupportedError("URI filenames are not supported by pylon_guest.sqlite")
     return (factory or Connection)(database, isolation_level=isolation_level)

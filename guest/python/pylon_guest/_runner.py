@@ -14,7 +14,7 @@ import sys
 import traceback
 import types
 
-from pylon import _lazy
+from pylon_guest import _lazy
 
 
 def _reset_process_state(argv: list[str], env: list[tuple[str, str]], cwd: str) -> None:

@@ -1,9 +1,9 @@
-"""``import pylon.caps.<name>`` loads a cap by dynlink and gives its shim.
+"""``import pylon_guest.caps.<name>`` loads a cap by dynlink and gives its shim.
 
 The shim is Python source the cap ships inside its own component, so a cap
 the guest has never seen still gets a typed API without a guest rebuild. A
 cap without a shim comes back as a module whose ``cap`` attribute is the
-:class:`pylon.dynlink.Cap` (``invoke`` and ``call`` are re-exported).
+:class:`pylon_guest.dynlink.Cap` (``invoke`` and ``call`` are re-exported).
 """
 
 import importlib.abc
@@ -11,7 +11,7 @@ import importlib.util
 import sys
 import types
 
-from pylon import dynlink
+from pylon_guest import dynlink
 
 
 class _CapLoader(importlib.abc.Loader):

@@ -10,7 +10,7 @@ Skipped: modules that cannot work under WASI or act at import time
 (``this`` prints, ``antigravity`` opens a browser), GUI and test suites.
 
 Before importing anything, :func:`preimport_all` installs the guest's
-``os.devnull`` hooks (:mod:`pylon._devnull`): a module that keeps a reference
+``os.devnull`` hooks (:mod:`pylon_guest._devnull`): a module that keeps a reference
 to ``open`` at import time then keeps the hooked one, and the hooks are in the
 snapshot, so every run and every session starts with them.
 """
@@ -49,7 +49,7 @@ def _walk(package) -> list[str]:
 
 def preimport_all() -> list[str]:
     """Installs the devnull hooks, then imports every importable stdlib module; returns the ones that failed."""
-    from pylon import _devnull
+    from pylon_guest import _devnull
 
     _devnull.install()
     failed: list[str] = []

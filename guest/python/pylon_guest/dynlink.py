@@ -112,12 +112,12 @@ class Cap:
 
     @property
     def api(self) -> types.ModuleType | None:
-        """The cap's typed shim as a module (``pylon.caps.<name>``), or None."""
+        """The cap's typed shim as a module (``pylon_guest.caps.<name>``), or None."""
         if self._api is None:
             source = self._instance.shim()
             if source is None:
                 return None
-            module = types.ModuleType(f"pylon.caps.{self.name}")
+            module = types.ModuleType(f"pylon_guest.caps.{self.name}")
             module.__file__ = f"<cap {self.name} shim>"
             module.cap = self
             exec(compile(source, module.__file__, "exec"), module.__dict__)
@@ -126,7 +126,7 @@ class Cap:
         return self._api
 
     def __repr__(self) -> str:
-        return f"<pylon.dynlink.Cap {self.name!r}>"
+        return f"<pylon_guest.dynlink.Cap {self.name!r}>"
 
 
 _loaded: dict[str, Cap] = {}

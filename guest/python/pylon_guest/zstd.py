@@ -2,7 +2,7 @@
 
 The API follows Python 3.14's ``compression.zstd`` for the common subset::
 
-    from pylon import zstd
+    from pylon_guest import zstd
     frame = zstd.compress(data, level=3)
     data = zstd.decompress(frame)                      # at most DEFAULT_MAX_OUTPUT bytes
     data = zstd.decompress(frame, max_output=1 << 20)  # or a limit of your own
@@ -15,7 +15,7 @@ The API follows Python 3.14's ``compression.zstd`` for the common subset::
 
 Two backends, one API. When the guest was built with the zstd cap embedded
 (``wac plug``), calls go straight to the typed ``pylon:zstd/zstd`` import.
-Otherwise the cap is resolved at first use through ``pylon.dynlink`` and
+Otherwise the cap is resolved at first use through ``pylon_guest.dynlink`` and
 called by method name (see docs/embedded.md, "Typed calls over dynlink").
 
 Errors: every failure is a :class:`ZstdError`; a frame that is not valid zstd
@@ -123,7 +123,7 @@ class _Embedded:
 
 
 class _Dynlink:
-    """Calls the zstd cap through ``pylon.dynlink``: the typed interface's
+    """Calls the zstd cap through ``pylon_guest.dynlink``: the typed interface's
     functions by name; ``result`` values arrive as ``{"ok": v}`` or
     ``{"err": {"kind": ..., "detail": ...}}``; resources are integer handles
     and their methods are named ``<resource>.<method>``. The cap reports
@@ -136,7 +136,7 @@ class _Dynlink:
     _TOO_LARGE = "decompressed output would exceed the limit of "
 
     def __init__(self) -> None:
-        from pylon import dynlink  # type: ignore[attr-defined]
+        from pylon_guest import dynlink  # type: ignore[attr-defined]
 
         self.dynlink = dynlink
         self.cap = dynlink.load("zstd")
