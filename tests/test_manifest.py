@@ -231,3 +231,32 @@ def test_paths_of_vendored_sources_stay_inside(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match=r"names vendor 'y', but there is no \[vendor\.y\]"):
         manifest.resolve(loaded, "@y/a.c", {"z": vendor_root}, "where")
     assert paths.SOURCE_ROOT.is_dir()
+
+
+_WIT_OUTSIDE = b"""[cap]
+name = "t"
+version = "0.1.0"
+description = "test"
+[embedded]
+wit = "../../../../../../../../../../../etc/passwd"
+world = "pylon:t/embedded@0.1.0"
+interface = "pylon:t/t@0.1.0"
+guest_module = "t"
+sources = ["embedded.c"]
+"""
+
+
+def test_an_in_tree_cap_cannot_point_its_embedded_wit_outside_the_tree(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _cap_folder(tmp_path, _WIT_OUTSIDE)
+    monkeypatch.setattr(paths, "SOURCE_ROOT", tmp_path)  # the cap folder is in "the tree"
+    with pytest.raises(BuildError, match=r"at \[embedded\]\.wit: .* is outside the source tree"):
+        load_manifest(folder)
+
+
+def test_a_cap_copied_out_of_the_tree_has_no_embedded_face(tmp_path: Path) -> None:
+    """A copy of caps/crc32c elsewhere keeps an [embedded] table pointing back into
+    wit/caps/; guests embed caps from the source tree only, so the copy builds its
+    dynlink face and simply has no embedded one."""
+    folder = _cap_folder(tmp_path, _WIT_OUTSIDE)
+    assert load_manifest(folder).embedded is None

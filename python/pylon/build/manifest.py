@@ -152,12 +152,18 @@ def load_manifest(cap_dir: Path) -> Manifest:
         dynlink = DynlinkFace(tuple(t["sources"]), tuple(t.get("include_dirs", ())), tuple(t.get("cflags", ())))
 
     embedded = None
-    if "embedded" in doc:
-        t = doc["embedded"]
-        wit = (cap_dir / t["wit"]).resolve()
+    source_root = paths.SOURCE_ROOT.resolve()
+    t = doc.get("embedded")
+    wit = (cap_dir / t["wit"]).resolve() if t is not None else None
+    # A copy of a source-tree cap made elsewhere keeps an [embedded] table that
+    # points back into wit/caps/; guests embed caps from the source tree only,
+    # so such a copy simply has no embedded face (its dynlink face builds).
+    if wit is not None and not wit.is_relative_to(cap_dir) and not cap_dir.is_relative_to(source_root):
+        t = None
+    if t is not None and wit is not None:
         # The WIT may live in the source tree's wit/caps/ (the caps that came
         # first keep theirs there), but nowhere outside the checkout.
-        if not (wit.is_relative_to(cap_dir) or wit.is_relative_to(paths.SOURCE_ROOT.resolve())):
+        if not (wit.is_relative_to(cap_dir) or wit.is_relative_to(source_root)):
             raise BuildError(f"{file}: at [embedded].wit: {t['wit']!r} is outside the source tree")
         if not wit.is_file():
             raise BuildError(f"{file}: at [embedded].wit: {t['wit']!r} does not exist ({wit})")
