@@ -423,6 +423,40 @@ impl LiveGuest {
     }
 }
 
+/// Drops finished guest instances on a thread of its own.
+///
+/// Tearing an instance down (resetting its pool slot, unmapping, dropping
+/// its caps' Stores) is a good part of a fresh run's cost and nothing the
+/// caller waits for. A bounded queue keeps finished instances from piling up
+/// faster than they are dropped.
+pub struct Retirer {
+    queue: std::sync::Mutex<std::sync::mpsc::SyncSender<LiveGuest>>,
+}
+
+impl Retirer {
+    /// Starts the retiring thread.
+    ///
+    /// # Errors
+    /// When the thread cannot be started.
+    pub fn new() -> Result<Self> {
+        let (queue, finished) = std::sync::mpsc::sync_channel::<LiveGuest>(2);
+        std::thread::Builder::new()
+            .name("pylon-retire".into())
+            .spawn(move || finished.into_iter().for_each(drop))?;
+        Ok(Retirer {
+            queue: std::sync::Mutex::new(queue),
+        })
+    }
+
+    /// Hands `guest` over to be dropped (dropped here if the thread is gone).
+    pub fn retire(&self, guest: LiveGuest) {
+        let sent = self.queue.lock().unwrap().send(guest);
+        if let Err(unsent) = sent {
+            drop(unsent.0);
+        }
+    }
+}
+
 /// Instantiates the guest and calls its entry once; returns the exit status
 /// and what it wrote to captured streams.
 ///

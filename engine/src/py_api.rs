@@ -16,7 +16,7 @@ use crate::engine::Shared;
 use crate::errors::{cap_error, engine_error};
 use crate::guest::{
     guest_linker, run_guest, Captured, GuestLimits, GuestRun, GuestSetup, LiveGuest, Preopen,
-    PreparedGuest,
+    PreparedGuest, Retirer,
 };
 use crate::limits::{RunBudget, RunSignal, Stop, Stopped};
 use crate::linker::{GuestState, RunContext};
@@ -71,6 +71,8 @@ pub struct Engine {
     provider_linkers: Arc<ProviderLinkers>,
     /// Linked guests by digest: loading and linking happen once per process.
     prepared: Mutex<HashMap<String, Arc<PreparedGuest>>>,
+    /// Where finished embedded runs are torn down, off the caller's path.
+    retirer: Retirer,
 }
 
 impl Engine {
@@ -264,6 +266,7 @@ impl Engine {
             guest_linker,
             provider_linkers,
             prepared: Mutex::new(HashMap::new()),
+            retirer: Retirer::new().map_err(engine_error)?,
         })
     }
 
@@ -547,7 +550,9 @@ impl Guest {
                     setup,
                 )?;
                 let result = live.run(argv, env, cwd);
-                wasmtime::Result::Ok((result, live.take_captured()))
+                let captured = live.take_captured();
+                engine.retirer.retire(live);
+                wasmtime::Result::Ok((result, captured))
             })
             .map_err(engine_error)?;
         Outcome::from_call(result, captured)
