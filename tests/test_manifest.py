@@ -161,7 +161,8 @@ def test_the_cap_name_rule_lives_in_the_common_schema() -> None:
 def test_no_other_copy_of_the_cap_name_rule() -> None:
     rule = names.CAP_NAME_PATTERN
     core = rule.strip("^$")
-    allowed = {schema_file("common"), schema_file("plan")}
+    # By place in the checkout: the installed package (a wheel in CI) has its own copies.
+    allowed = {REPO / "python" / "pylon" / "schemas" / f"{name}.schema.json" for name in ("common", "plan")}
     roots = [REPO / "python", REPO / "scripts", REPO / "caps", REPO / "guest", REPO / "engine" / "src"]
     for root in roots:
         for file in root.rglob("*"):
