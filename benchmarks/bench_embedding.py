@@ -166,7 +166,7 @@ def _rate(fn, threads: int, seconds: float) -> float:
 #: The guest half of the host-cap measure: N calls per batch, batches alternating.
 PYLON_HOSTCAP = """
 import json, time
-from pylon import dynlink
+from pylon_guest import dynlink
 cap = dynlink.load("bench")
 inv, call = cap.invoke, cap.call
 def noop(): pass
@@ -184,10 +184,22 @@ def b_py(n):
     return time.perf_counter() - t
 out = {"invoke": [], "call": [], "py": []}
 b_invoke(200); b_call(200); b_py(2000)
+try:  # a wasm cap of the plan (no Python on the host side), for comparison
+    winv = dynlink.load("crc32c").invoke
+    def b_wasm(n):
+        t = time.perf_counter()
+        for _ in range(n): winv("crc32c", b"123456789")
+        return time.perf_counter() - t
+    b_wasm(200)
+    out["wasm_cap"] = []
+except Exception:
+    b_wasm = None
 for _ in range(BATCHES):
     out["invoke"].append(b_invoke(N_CAP) / N_CAP)
     out["call"].append(b_call(N_CAP) / N_CAP)
     out["py"].append(b_py(N_PY) / N_PY)
+    if b_wasm is not None:
+        out["wasm_cap"].append(b_wasm(N_CAP) / N_CAP)
 print(json.dumps(out))
 """
 
@@ -302,8 +314,10 @@ class PylonSide:
         from pylon.engine import HostCapSpec  # noqa: PLC0415
 
         bare = HostCapSpec(name="bench", handler=lambda method, payload: b"\xf6", max_payload_bytes=1 << 20)
+        plan_caps = self.capsb._resolver
         outcome = self.capsb._guest.run(["-c", _guest_code(PYLON_HOSTCAP, 5000)], [], "/",
-                                        resolver=lambda name: bare, memory_bytes=self.capsb._memory_bytes)
+                                        resolver=lambda name: bare if name == "bench" else plan_caps(name),
+                                        memory_bytes=self.capsb._memory_bytes)
         if outcome.status != 0:
             raise RuntimeError(outcome.stderr.decode())
         out["invoke_bare_handler"] = json.loads(outcome.stdout)["invoke"]
@@ -631,6 +645,9 @@ def report(res: dict, cli: dict) -> None:
     print(f"     of which the host cap's Python handler (pylon.hostcaps), timed on the host: "
           f"{hp['host_handler']['median'] * 1e6:.2f} us; the same loop with a bare "
           f"lambda handler given to the engine: {hp['invoke_bare_handler']['median'] * 1e6:.2f} us per invoke")
+    if "wasm_cap" in hp:
+        print(f"     for comparison, a wasm cap of the plan in the same guest loop, "
+              f"dynlink.load('crc32c').invoke('crc32c', 9 bytes): {hp['wasm_cap']['median'] * 1e6:.2f} us")
     if er:
         he = h["eryx"]
         print(f"     eryx await bench_noop() (callback)    {he['callback']['median'] * 1e6:8.2f} / "
