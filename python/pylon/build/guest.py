@@ -48,6 +48,21 @@ def embeddable() -> tuple[str, ...]:
     return tuple(sorted(manifest.embeddable()))
 
 
+def choose_embedded(with_caps: Iterable[str] | None, without_caps: Iterable[str] | None) -> tuple[str, ...]:
+    """The caps a build embeds: exactly ``with_caps``, or the stock ones but
+    ``without_caps`` (``composectl build --with / --without``).
+
+    Raises:
+        BuildError: both were given, or a name is not an embeddable cap.
+    """
+    if with_caps is not None and without_caps:
+        raise BuildError("give --with (exactly these caps) or --without (stock minus these), not both")
+    if with_caps is not None:
+        return check_embed(with_caps)
+    dropped = set(check_embed(without_caps or []))
+    return tuple(c for c in stock_embedded() if c not in dropped)
+
+
 def stock_embedded() -> tuple[str, ...]:
     """Caps the stock pylon.wasm embeds (every embeddable one unless its
     manifest says ``stock = false``), so a demo needs no staged blobs."""

@@ -39,21 +39,14 @@ def build(
     if not portable:
         setup_cmd.build_module(out=out, profile=profile, with_caps=with_caps, without_caps=without_caps, eh=eh)
         return
-    from pylon.build.guest import check_embed, stock_embedded
+    from pylon.build.guest import choose_embedded
     from pylon.build.portable import build_portable
     from pylon.errors import BuildError
 
     if profile != "cpython":
         raise BuildError(f"--portable builds the cpython profile only, not {profile!r} (the "
                          "micropython-static module is already a plain wasi-preview1 module)")
-    if with_caps is not None and without_caps:
-        raise BuildError("give --with (exactly these caps) or --without (stock minus these), not both")
-    if with_caps is not None:
-        embed = check_embed(with_caps)
-    else:
-        dropped = set(check_embed(without_caps or []))
-        embed = tuple(c for c in stock_embedded() if c not in dropped)
-    result = build_portable(embed=embed)
+    result = build_portable(embed=choose_embedded(with_caps, without_caps))
     path = result.path
     if out is not None:
         shutil.copyfile(path, out)

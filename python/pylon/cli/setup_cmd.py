@@ -48,15 +48,9 @@ def build_module(*, out: Path | None, profile: str, with_caps: list[str] | None,
             raise BuildError("the micropython-static profile needs at least one --with CAP")
         path = build_micropython(list(with_caps), eh, out)
     else:
-        from pylon.build.guest import STOCK_EMBEDDED, build_guest, check_embed
+        from pylon.build.guest import build_guest, choose_embedded
 
-        if with_caps is not None and without_caps:
-            raise BuildError("give --with (exactly these caps) or --without (stock minus these), not both")
-        if with_caps is not None:
-            embed = check_embed(with_caps)
-        else:
-            dropped = set(check_embed(without_caps or []))
-            embed = tuple(c for c in STOCK_EMBEDDED if c not in dropped)
+        embed = choose_embedded(with_caps, without_caps)
         path = build_guest(embed=embed).path
         if out is not None:
             shutil.copyfile(path, out)
