@@ -3,8 +3,9 @@
 Python code expects an ordinary machine: :mod:`tempfile` needs a writable
 temporary folder and ``open(os.devnull)`` needs ``/dev/null``. WASI has
 neither, so every run gets, in one fresh host folder of its own
-(``tempfile.mkdtemp``, mode ``0700``, in the host's temporary folder, never
-inside Pylon's state)::
+(``tempfile.mkdtemp``, mode ``0700``, in ``$TMPDIR`` if set, else in
+memory-backed ``/dev/shm`` where there is one, else the system's temporary
+folder; never inside Pylon's state)::
 
     pylon-run-XXXX/
         tmp/        preopened read-write at /tmp, TMPDIR=/tmp in the guest
@@ -287,19 +288,47 @@ def _report_to_stderr(message: str) -> None:
     sys.stderr.flush()
 
 
-def _make_root() -> Path:
-    """A fresh ``0700`` folder in the host's temporary folder, checked against Pylon's state."""
+#: Memory-backed, where a system has it.
+SHM = "/dev/shm"
+#: Smaller than this (a container's 64 MiB default), /dev/shm would fill before a run's cap.
+SHM_MIN_BYTES = 1 << 30
+
+
+def _scratch_parent() -> str:
+    """Where run folders go: ``$TMPDIR`` when it is set (the user chose), else
+    ``/dev/shm`` when usable, else the system's temporary folder.
+
+    Why memory first: making and removing a run's folder on a disk file
+    system waits on its journal (1.5 ms a run measured here, more than the
+    rest of a fresh embedded run), on tmpfs it takes microseconds; what a
+    run may put there is bounded by its ``tmp-mb`` anyway. A small
+    ``/dev/shm`` (containers often give 64 MiB) is passed over.
+    """
+    if os.environ.get("TMPDIR"):
+        return tempfile.gettempdir()
     try:
-        root = Path(tempfile.mkdtemp(prefix="pylon-run-")).resolve()
+        fs = os.statvfs(SHM)
+    except OSError:
+        return tempfile.gettempdir()
+    if fs.f_frsize * fs.f_blocks >= SHM_MIN_BYTES and os.access(SHM, os.W_OK | os.X_OK):
+        return SHM
+    return tempfile.gettempdir()
+
+
+def _make_root() -> Path:
+    """A fresh ``0700`` folder for one run (see :func:`_scratch_parent`), checked against Pylon's state."""
+    parent = _scratch_parent()
+    try:
+        root = Path(tempfile.mkdtemp(prefix="pylon-run-", dir=parent)).resolve()
     except OSError as exc:
-        raise PylonError(f"cannot make the run's temporary folder in {tempfile.gettempdir()}: "
+        raise PylonError(f"cannot make the run's temporary folder in {parent}: "
                          f"{exc.strerror or exc}") from exc
     try:
         # The same rules as any folder the guest sees: never Pylon's state, never host code.
         _check_fresh_folder(root)
     except PreopenError as exc:
         shutil.rmtree(root, ignore_errors=True)
-        raise PreopenError(f"the host's temporary folder ({tempfile.gettempdir()}) cannot hold the "
+        raise PreopenError(f"the host's temporary folder ({parent}) cannot hold the "
                            f"guest's: {exc} Point TMPDIR somewhere else.") from None
     return root
 
