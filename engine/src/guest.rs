@@ -355,6 +355,25 @@ impl LiveGuest {
         })
     }
 
+    /// Starts an instance for `run` and runs its argv once (every run and
+    /// every session begins so); the outer error is a failed start, the
+    /// inner one the run's (a stop or a trap).
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub fn launch(
+        shared: &Arc<Shared>,
+        linkers: &Arc<ProviderLinkers>,
+        prepared: &PreparedGuest,
+        run: GuestRun,
+    ) -> Result<(Self, Result<i32>)> {
+        let mut guest = LiveGuest::start(
+            shared, linkers, prepared, &run.argv, &run.env, &run.cwd, run.setup,
+        )?;
+        let status = guest.run(run.argv, run.env, run.cwd);
+        Ok((guest, status))
+    }
+
     /// Runs the script or `-c` code of `argv`; returns its exit status.
     ///
     /// # Errors
@@ -473,11 +492,8 @@ pub fn run_guest(
     prepared: &PreparedGuest,
     run: GuestRun,
 ) -> Result<(i32, Captured)> {
-    let mut guest = LiveGuest::start(
-        shared, linkers, prepared, &run.argv, &run.env, &run.cwd, run.setup,
-    )?;
-    let status = guest.run(run.argv, run.env, run.cwd)?;
-    Ok((status, guest.take_captured()))
+    let (mut guest, status) = LiveGuest::launch(shared, linkers, prepared, run)?;
+    Ok((status?, guest.take_captured()))
 }
 
 /// The exit status of a finished run: its own, an `exit(n)`, or the error

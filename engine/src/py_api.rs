@@ -538,18 +538,15 @@ impl Guest {
             output_mode(stderr, max_output_bytes)?,
             is_main_thread(py)?,
         );
+        let run = GuestRun {
+            argv,
+            env,
+            cwd,
+            setup,
+        };
         let (result, captured) = py
             .detach(|| {
-                let mut live = LiveGuest::start(
-                    &engine.shared,
-                    &engine.provider_linkers,
-                    &self.prepared,
-                    &argv,
-                    &env,
-                    &cwd,
-                    setup,
-                )?;
-                let result = live.run(argv, env, cwd);
+                let (mut live, result) = self.launch(run)?;
                 let captured = live.take_captured();
                 engine.retirer.retire(live);
                 wasmtime::Result::Ok((result, captured))
@@ -581,7 +578,6 @@ impl Guest {
         stderr: Option<Bound<'_, PyAny>>,
         max_output_bytes: usize,
     ) -> PyResult<Session> {
-        let engine = self.engine.get();
         let setup = guest_setup(
             preopens,
             resolver,
@@ -597,26 +593,35 @@ impl Guest {
             output_mode(stderr, max_output_bytes)?,
             false,
         );
-        let argv = vec!["-c".to_string(), String::new()];
+        let run = GuestRun {
+            argv: vec!["-c".to_string(), String::new()],
+            env,
+            cwd,
+            setup,
+        };
         let live = py
             .detach(|| {
-                let mut live = LiveGuest::start(
-                    &engine.shared,
-                    &engine.provider_linkers,
-                    &self.prepared,
-                    &argv,
-                    &env,
-                    &cwd,
-                    setup,
-                )?;
-                live.run(argv.clone(), env.clone(), cwd.clone())?;
+                let (mut live, result) = self.launch(run)?;
+                result?;
                 live.take_captured();
-                Ok(live)
+                wasmtime::Result::Ok(live)
             })
             .map_err(engine_error)?;
         Ok(Session {
             live: Mutex::new(Some(live)),
         })
+    }
+}
+
+impl Guest {
+    fn launch(&self, run: GuestRun) -> wasmtime::Result<(LiveGuest, wasmtime::Result<i32>)> {
+        let engine = self.engine.get();
+        LiveGuest::launch(
+            &engine.shared,
+            &engine.provider_linkers,
+            &self.prepared,
+            run,
+        )
     }
 }
 
