@@ -38,6 +38,7 @@ class PlanError(PylonError):
     def __init__(self, message: str, *, path: str | None = None, file: str | None = None):
         self.path = path
         self.file = file
+        self.detail = message
         where = ""
         if file:
             where += f"{file}: "

@@ -55,10 +55,12 @@ __all__ = [
     "MAX_DEPTH",
     "PLAN_VERSION",
     "SCHEMA_PATH",
+    "BlobRef",
     "CapEntry",
     "CapLimits",
     "GuestLimits",
     "GuestRef",
+    "PackagePin",
     "Plan",
     "RunLimits",
     "load",
@@ -233,6 +235,24 @@ class GuestRef:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BlobRef:
+    """A blob the plan names besides the guest and caps (a cap's signature).
+
+    Attributes:
+        digest: ``sha256:<hex>`` of its bytes.
+        sources: URLs to fetch it from, tried in order.
+        size: its exact size in bytes, if the plan records it.
+    """
+
+    digest: str
+    sources: tuple[str, ...] = ()
+    size: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", _as_sources(self.sources))
+
+
+@dataclass(frozen=True, kw_only=True)
 class CapEntry:
     """One cap of a plan.
 
@@ -242,6 +262,9 @@ class CapEntry:
         size: the component's exact size in bytes, if the plan records it.
         limits: its resource limits.
         wasi: whether it may import WASI (default: it imports nothing).
+        signature: a detached signature of the cap (docs/signing.md), if any:
+            with it, a key the trust policy trusts for this name can vouch
+            for the digest instead of a pinned digest.
     """
 
     digest: str
@@ -249,6 +272,29 @@ class CapEntry:
     size: int | None = None
     limits: CapLimits = field(default_factory=CapLimits)
     wasi: bool = False
+    signature: BlobRef | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", _as_sources(self.sources))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PackagePin:
+    """One pure-Python package (a wheel) the guest sees on ``sys.path``.
+
+    Attributes:
+        name: the project's name, normalized as PEP 503 says (``typing-extensions``).
+        version: its version.
+        digest: ``sha256:<hex>`` of the wheel file.
+        sources: URLs to fetch the wheel from, tried in order.
+        size: the wheel's exact size in bytes, if the plan records it.
+    """
+
+    name: str
+    version: str
+    digest: str
+    sources: tuple[str, ...] = ()
+    size: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", _as_sources(self.sources))
@@ -263,6 +309,7 @@ class Plan:
             guest the install built, with default limits.
         caps: cap name -> entry, read-only, sorted by name.
         limits: the run's budget over all its cap instances.
+        packages: pure-Python wheels on the guest's ``sys.path``, in order.
 
     Raises:
         PlanError: (on construction) any value breaks the schema.
@@ -271,9 +318,16 @@ class Plan:
     guest: GuestRef | None = None
     caps: Mapping[str, CapEntry] = field(default_factory=dict)
     limits: RunLimits = field(default_factory=RunLimits)
+    packages: tuple[PackagePin, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "caps", MappingProxyType(dict(sorted(self.caps.items()))))
+        object.__setattr__(self, "packages", tuple(self.packages))
+        seen: set[str] = set()
+        for i, pin in enumerate(self.packages):
+            if pin.name in seen:
+                raise PlanError(f"package {pin.name!r} is listed twice", path=f"$.packages[{i}].name")
+            seen.add(pin.name)
         if not _FROM_VALIDATED_DOC.get():
             _validate(self.to_json(), file=None)
 
@@ -306,7 +360,13 @@ class Plan:
         """
         doc = _parse_json(text, file=file)
         _validate(doc, file=file)
-        return _from_json(doc)
+        try:
+            return _from_json(doc)
+        except PlanError as exc:
+            # A rule past the schema (a package listed twice): name the file too.
+            if exc.file is not None or file is None:
+                raise
+            raise PlanError(exc.detail, path=exc.path, file=file) from None
 
     def to_json(self) -> dict[str, Any]:
         """The plan as JSON-ready data, in canonical form."""
@@ -319,10 +379,14 @@ class Plan:
                 entry["size"] = cap.size
             entry["limits"] = _limits_json(cap.limits)
             entry["wasi"] = cap.wasi
+            if cap.signature is not None:
+                entry["signature"] = _blob_json(cap.signature)
             doc["caps"][name] = entry
         run_limits = _limits_json(self.limits)
         if run_limits:
             doc["limits"] = run_limits
+        if self.packages:
+            doc["packages"] = [{"name": p.name, "version": p.version, **_blob_json(p)} for p in self.packages]
         return doc
 
     def dumps(self) -> str:
@@ -336,14 +400,15 @@ class Plan:
     # -- changing --------------------------------------------------------------
 
     def with_cap(self, name: str, *, digest: str, sources: Iterable[str] = (),
-                 limits: CapLimits | None = None, wasi: bool = False, size: int | None = None) -> Plan:
+                 limits: CapLimits | None = None, wasi: bool = False, size: int | None = None,
+                 signature: BlobRef | None = None) -> Plan:
         """A copy with cap ``name`` added, or replaced if already present.
 
         Raises:
             PlanError: the name, digest, a source, the size or a limit is invalid.
         """
         entry = CapEntry(digest=digest, sources=tuple(sources), size=size,
-                         limits=limits or CapLimits(), wasi=wasi)
+                         limits=limits or CapLimits(), wasi=wasi, signature=signature)
         return replace(self, caps={**self.caps, name: entry})
 
     def without_cap(self, name: str) -> Plan:
@@ -365,6 +430,15 @@ class Plan:
         """A copy with another run budget."""
         return replace(self, limits=limits)
 
+    def with_packages(self, packages: Iterable[PackagePin]) -> Plan:
+        """A copy with these packages (replacing the plan's list).
+
+        Raises:
+            PlanError: a name, version, digest or source is invalid, or a
+                name is listed twice.
+        """
+        return replace(self, packages=tuple(packages))
+
     # -- questions -------------------------------------------------------------
 
     def digests(self) -> set[str]:
@@ -373,6 +447,8 @@ class Plan:
         The stock guest (a plan without ``guest.digest``) is not named here.
         """
         found = {cap.digest for cap in self.caps.values()}
+        found |= {cap.signature.digest for cap in self.caps.values() if cap.signature is not None}
+        found |= {pin.digest for pin in self.packages}
         if self.guest is not None and self.guest.digest is not None:
             found.add(self.guest.digest)
         return found
@@ -401,6 +477,17 @@ def _guest_json(guest: GuestRef) -> dict[str, Any]:
     if limits or guest.digest is None:
         out["limits"] = limits
     return out
+
+
+def _blob_json(blob: BlobRef | PackagePin) -> dict[str, Any]:
+    out: dict[str, Any] = {"digest": blob.digest, "sources": list(blob.sources)}
+    if blob.size is not None:
+        out["size"] = blob.size
+    return out
+
+
+def _blob_from_json(raw: Mapping[str, Any]) -> BlobRef:
+    return BlobRef(digest=raw["digest"], sources=tuple(raw["sources"]), size=raw.get("size"))
 
 
 def _as_sources(sources: Iterable[str]) -> tuple[str, ...]:
@@ -686,7 +773,7 @@ def _ecma_regex(pattern: str) -> re.Pattern[str]:
 _TYPE_NAMES = {"object": "an object", "array": "a list", "string": "a string",
                "integer": "an integer", "boolean": "true or false", "number": "a number"}
 # Sources: the scheme part; past it a URL must be printable ASCII.
-_SOURCE_SCHEME_RE = re.compile(r"^(file:///|https?://[^/]+)")
+_SOURCE_SCHEME_RE = re.compile(r"^(file:///|(https?|oci)://[^/]+)")
 
 
 def _explain(error: Any) -> tuple[str, str]:
@@ -721,7 +808,11 @@ def _explain(error: Any) -> tuple[str, str]:
         if _SOURCE_SCHEME_RE.match(instance):
             return path, (f"bad source {_quote(instance)}: a URL is printable ASCII without spaces "
                           "(percent-encode anything else)")
-        return path, f"bad source {_quote(instance)}: use file:/// with an absolute path, http:// or https://"
+        if "packages" in path and instance and ("name" in path or "version" in path):
+            what = "name" if path.endswith(".name") else "version"
+            return path, f"bad package {what} {_quote(instance)}"
+        return path, (f"bad source {_quote(instance)}: use file:/// with an absolute path, http://, https:// "
+                      "or oci://")
     if kind == "const":
         return path, f"must be {_json_text(value)}, got {_describe(instance)}"
     if kind == "minimum":
@@ -802,5 +893,10 @@ def _build(doc: dict[str, Any]) -> Plan:
     for name, raw in doc["caps"].items():
         caps[name] = CapEntry(digest=raw["digest"], sources=tuple(raw["sources"]), size=raw.get("size"),
                               limits=_limits_from_json(CapLimits, raw.get("limits", {})),
-                              wasi=raw.get("wasi", False))
-    return Plan(guest=guest, caps=caps, limits=_limits_from_json(RunLimits, doc.get("limits", {})))
+                              wasi=raw.get("wasi", False),
+                              signature=_blob_from_json(raw["signature"]) if "signature" in raw else None)
+    packages = tuple(PackagePin(name=raw["name"], version=raw["version"], digest=raw["digest"],
+                                sources=tuple(raw["sources"]), size=raw.get("size"))
+                     for raw in doc.get("packages", ()))
+    return Plan(guest=guest, caps=caps, limits=_limits_from_json(RunLimits, doc.get("limits", {})),
+                packages=packages)
