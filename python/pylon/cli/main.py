@@ -48,6 +48,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "cap": ("pylon.cli.cap_cmd", "group"),
     "cache": ("pylon.cli.cache_cmd", "group"),
     "info": ("pylon.cli.info_cmd", "register"),
+    "push": ("pylon.cli.push_cmd", "register"),
+    "key": ("pylon.cli.key_cmd", "group"),
+    "sign": ("pylon.cli.sign_cmd", "register"),
 }
 
 
