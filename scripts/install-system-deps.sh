@@ -17,6 +17,15 @@ node_ok() {
 }
 node_ok || missing+=(nodejs)
 
+# CNCF distribution (Debian `docker-registry`): tests/oci_registry.py starts
+# private instances of it on loopback for the OCI registry tests and
+# benchmarks/bench_registry.py. The package's postinst starts a system service
+# on :5000; harmless, the tests never use it.
+registry_ok() {
+  [ -x /usr/bin/docker-registry ]
+}
+registry_ok || missing+=(docker-registry)
+
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -19,7 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 #: Shared fixtures that live in their own modules (``server``: a loopback HTTP server).
-pytest_plugins = ("loopback_http",)
+pytest_plugins = ("loopback_http", "oci_registry")
 
 
 class Pylon:

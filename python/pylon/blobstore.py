@@ -28,7 +28,9 @@ Fetching trusts a source for nothing but bytes that hash right, and bounds what
 a hostile source can cost (see :meth:`BlobStore.fetch`): ``file://`` opens
 regular files only; every source has an overall deadline and a size bound;
 redirects go to ``https`` only (or ``http`` to ``http`` on loopback), at most
-:data:`MAX_REDIRECTS` of them.
+:data:`MAX_REDIRECTS` of them. ``oci://`` sources (pylon.oci) also check the
+registry's manifest and resume an interrupted pull from
+``sha256/.tmp-<hex>.partial`` (HTTP Range).
 
 Errors carry the digest and the path or source they concern.
 """
@@ -50,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from pylon import paths
-from pylon.errors import BlobError, BlobNotFound, DigestMismatch, FetchError
+from pylon.errors import BlobError, BlobNotFound, DigestMismatch, FetchError, PylonError
 
 if TYPE_CHECKING:
     import http.client
@@ -251,6 +253,74 @@ class _Sink:
         self.tmp.unlink(missing_ok=True)
 
 
+class _SinkBusy(Exception):
+    """Another fetch holds the partial download of this digest."""
+
+
+class _ResumableSink(_Sink):
+    """A sink that keeps what arrived when a fetch stops early, so the next fetch continues it.
+
+    The partial download is ``<root>/sha256/.tmp-<hex>.partial``: one per
+    digest, so any later fetch of that digest finds it. It is locked
+    (``flock``) while a fetch writes it; a second fetch of the same digest
+    meanwhile gets :class:`_SinkBusy` and downloads into a private temp file
+    instead. Opening it hashes the bytes already there (a hash state cannot be
+    saved, and re-reading is cheap next to downloading), so :attr:`size` is
+    where the download continues. Leaving the sink without :meth:`commit`
+    keeps the file, except after :meth:`finish` (the bytes were complete and
+    hashed: a mismatch proves them wrong, so they go). ``gc`` removes one
+    untouched for a day, as it does any temp file whose writer is unknown.
+    """
+
+    def __init__(self, folder: Path, hex_: str, *, max_bytes: int, expected_size: int | None = None):
+        import fcntl
+
+        self.tmp = folder / f"{_TMP_PREFIX}{hex_}.partial"
+        fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise BlobError(f"{self.tmp} is not a regular file")
+        except BlockingIOError:
+            os.close(fd)
+            raise _SinkBusy() from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._file = os.fdopen(fd, "r+b")
+        self._max = max_bytes
+        self.expected_size = expected_size
+        self.limit = expected_size if expected_size is not None else max_bytes
+        self._finished = False
+        self._hash = hashlib.sha256()
+        self.size = 0
+        if os.fstat(fd).st_size > self.limit:
+            self.restart()  # not a prefix of what we want
+        while chunk := self._file.read(_CHUNK):
+            self._hash.update(chunk)
+            self.size += len(chunk)
+
+    def restart(self) -> None:
+        """Drops what earlier fetches left (the source ignored the Range, or it cannot be a prefix)."""
+        self._file.seek(0)
+        self._file.truncate()
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def finish(self) -> str:
+        self._finished = True
+        return super().finish()
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._file.closed:
+            try:
+                self._file.flush()  # what arrived is kept; its hash is recomputed next time
+            finally:
+                self._file.close()  # releases the lock
+        if self._finished:
+            self.tmp.unlink(missing_ok=True)
+
+
 class BlobStore:
     """A content-addressed store of verified blobs.
 
@@ -376,7 +446,8 @@ class BlobStore:
         """Makes sure the blob of ``digest`` is stored and verified; returns its path.
 
         A stored blob that verifies is used as is. Otherwise each source
-        (``file://`` or ``http(s)://``) is tried in order until one delivers
+        (``file://``, ``http(s)://`` or ``oci://``, see :meth:`_copy_oci`
+        and docs/registry.md) is tried in order until one delivers
         the right bytes. A stored blob that does not verify is quarantined and
         fetched again.
 
@@ -553,16 +624,26 @@ class BlobStore:
         import http.client
 
         scheme = urllib.parse.urlsplit(source).scheme.lower()
-        if scheme not in ("file", "http", "https"):
+        if scheme not in ("file", "http", "https", "oci"):
             raise _fetch_error(digest, source, f"unsupported scheme {scheme or '(none)'!r} "
-                               "(use file://, http:// or https://)")
+                               "(use file://, http://, https:// or oci://)")
         hex_ = check_digest(digest)
         deadline = _Deadline(self.fetch_deadline_s)
-        with _Sink(self._writable_blob_dir(), hex_, max_bytes=self.max_blob_bytes,
-                   expected_size=size) as sink:
+        folder = self._writable_blob_dir()
+        sink: _Sink
+        try:
+            # Registry pulls resume (HTTP Range) from what an interrupted one left.
+            sink = (_ResumableSink(folder, hex_, max_bytes=self.max_blob_bytes, expected_size=size)
+                    if scheme == "oci" else _Sink(folder, hex_, max_bytes=self.max_blob_bytes,
+                                                  expected_size=size))
+        except _SinkBusy:
+            sink = _Sink(folder, hex_, max_bytes=self.max_blob_bytes, expected_size=size)
+        with sink:
             try:
                 if scheme == "file":
                     self._copy_file(source, sink, progress, deadline)
+                elif scheme == "oci":
+                    self._copy_oci(source, digest, sink, progress, deadline)
                 else:
                     self._copy_http(source, sink, progress, deadline)
             except BlobError as exc:
@@ -591,6 +672,57 @@ class BlobStore:
                                 f"(the file has {length})")
             total = sink.expected_size if sink.expected_size is not None else length
             _pump(src.read, sink, total, progress, deadline, _CHUNK)
+
+    def _copy_oci(self, source: str, digest: str, sink: _Sink, progress: Progress | None,
+                  deadline: _Deadline) -> None:
+        """Pulls blob ``digest`` from the registry ``source`` names into ``sink`` (pylon.oci).
+
+        The reference resolves to a manifest, which must hold exactly one layer
+        of an accepted media type whose digest is ``digest`` (a tag or a
+        manifest digest is never taken on trust); the layer is then GET from
+        where ``sink`` holds bytes already (HTTP Range), within the same size
+        bound and deadline as any source. The overall deadline is checked
+        before each read and bounds each request's timeout; the protocol is
+        oras's (requests), so a header-by-header drip is bounded by
+        ``timeout_s`` per read rather than the watchdog http(s) sources have.
+        """
+        from pylon import oci
+
+        try:
+            ref = oci.parse_reference(source)
+        except PylonError as exc:
+            raise BlobError(getattr(exc, "detail", str(exc))) from None
+        with oci.client(ref.host, timeout_s=min(self.timeout_s, deadline.left())) as client:
+            artifact = client.resolve(ref)
+            assert artifact is not None
+            if artifact.layer_digest != digest:
+                raise BlobError(f"{ref} holds layer {artifact.layer_digest}, not {digest} "
+                                "(the digest the plan names)")
+            expected = sink.expected_size
+            if expected is not None and artifact.layer_size != expected:
+                raise BlobError(f"the manifest gives the layer {artifact.layer_size} bytes, "
+                                f"not the expected {expected}")
+            if artifact.layer_size > sink.limit:
+                raise BlobError(f"blob is larger than the store's limit of {sink.limit} bytes "
+                                f"(the manifest gives {artifact.layer_size})")
+            if isinstance(sink, _ResumableSink) and sink.size > artifact.layer_size:
+                sink.restart()
+            if sink.size == artifact.layer_size:
+                return  # an earlier pull got every byte; the digest check decides
+            body = client.open_blob(ref, digest, offset=sink.size)
+            try:
+                if body.start != sink.size:  # the registry ignored the Range: start over
+                    assert isinstance(sink, _ResumableSink)
+                    sink.restart()
+                left = artifact.layer_size - sink.size
+                if body.length is not None and body.length != left:
+                    raise BlobError(f"the registry announces {body.length} bytes (Content-Length), "
+                                    f"not the {left} still expected")
+                _pump(body.read, sink, artifact.layer_size, progress, deadline, _NET_CHUNK)
+            finally:
+                body.close()
+            if sink.size != artifact.layer_size:
+                raise BlobError(f"interrupted: got {sink.size} of {artifact.layer_size} bytes")
 
     def _copy_http(self, source: str, sink: _Sink, progress: Progress | None, deadline: _Deadline) -> None:
         """GETs ``source`` (following allowed redirects) into ``sink``, within ``deadline``.
@@ -746,7 +878,7 @@ def _pump(read: Callable[[int], bytes], sink: _Sink, total: int | None,
     sends too much is stopped after at most one extra byte; stops at the deadline.
     """
     if progress:
-        progress(0, total)
+        progress(sink.size, total)  # > 0 when a pull resumes
     while True:
         deadline.left()  # raises once it has passed
         data = read(min(chunk, sink.limit - sink.size + 1))
