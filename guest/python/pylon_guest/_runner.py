@@ -17,6 +17,24 @@ import types
 from pylon_guest import _lazy
 
 
+#: The host's private channel for pinned packages (docs/packages.md): guest
+#: folders joined by ":", put on sys.path after the standard library (where
+#: site-packages would be), then removed from the environment the script sees.
+PACKAGES_VAR = "PYLON_PACKAGES"
+
+
+def _split_packages(env: list[tuple[str, str]]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The package folders the host named, and the environment without them."""
+    folders: list[str] = []
+    rest = []
+    for key, value in env:
+        if key == PACKAGES_VAR:
+            folders = [f for f in value.split(":") if f]
+        else:
+            rest.append((key, value))
+    return folders, rest
+
+
 def _reset_process_state(argv: list[str], env: list[tuple[str, str]], cwd: str) -> None:
     sys.argv = list(argv)
     os.environ.clear()
@@ -134,8 +152,11 @@ def run(argv: list[str], env: list[tuple[str, str]], cwd: str) -> int:
         filename = argv[0]
         script_argv = list(argv)
         path_entry = os.path.dirname(filename) or "."
+    packages, env = _split_packages(env)
     _reset_process_state(script_argv, env, cwd)
     sys.path.insert(0, path_entry)
+    # After the standard library, as site-packages: a package cannot shadow it.
+    sys.path.extend(packages)
     namespace = _main_module(filename)
     if filename != "<string>":
         try:

@@ -38,12 +38,15 @@ def status(
 
 
 @app.command("clear")
-def clear() -> None:
+def clear(
+    packages: Annotated[bool, typer.Option(
+        "--packages", help="Delete the unpacked pinned packages instead (unpacked again on next use).")] = False,
+) -> None:
     """Delete every compiled artifact (they are rebuilt on next use)."""
     from pylon import paths
     from pylon.errors import StateError
 
-    root = paths.compiled_root()
+    root = paths.packages_root() if packages else paths.compiled_root()
     if not root.exists():
         say(f"nothing to clear: {root} does not exist")
         return
