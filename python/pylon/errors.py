@@ -9,6 +9,7 @@ The tree::
     │   ├── BlobNotFound     no blob of that digest in the store and no source for it
     │   └── FetchError       a source (file://, http(s)://) could not deliver
     ├── TrustError           the trust policy refuses a cap's name or digest
+    │   └── SignatureError   a cap's signature does not vouch for its digest under its name
     ├── CapError             a cap is unknown, misbehaved or failed a call
     ├── EngineError          wasmtime could not compile, instantiate or run something
     ├── GuestStopped         the guest was stopped from outside (``exit_status``, ``seconds``)
@@ -30,6 +31,20 @@ from __future__ import annotations
 
 class PylonError(Exception):
     """Root of every error Pylon raises on purpose."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross processes (pylon.dask sends a worker's error to the
+        # client). The default pickling calls ``cls(*args)`` again, which fails
+        # for errors whose constructor takes other arguments than the message
+        # (DigestMismatch, SignatureError); rebuild from the state instead.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[PylonError], args: tuple[object, ...], state: dict[str, object]) -> PylonError:
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 class PlanError(PylonError):
@@ -71,6 +86,27 @@ class FetchError(BlobError):
 
 class TrustError(PylonError):
     """The trust policy refuses a cap."""
+
+
+class SignatureError(TrustError):
+    """A cap's detached signature does not vouch for the plan's digest under the cap's name.
+
+    A :class:`TrustError`, so code that handles a refused cap handles this
+    too. The message (for the host's stderr) names the cap, the digest and
+    the key ids involved; a guest is told only what
+    :meth:`pylon.trust.TrustPolicy.guest_message` says.
+
+    Attributes:
+        cap: the cap's name.
+        digest: the digest the plan gives for it.
+        keyids: the key ids the refusal is about (signers or trusted keys).
+    """
+
+    def __init__(self, message: str, *, cap: str = "", digest: str = "", keyids: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.cap = cap
+        self.digest = digest
+        self.keyids = keyids
 
 
 class CapError(PylonError):

@@ -11,8 +11,10 @@ blob store         ``<cache root>/blobs/sha256/<hex>``         ``PYLON_BLOB_DIR`
 compiled modules   ``<cache root>/compiled``                   (follows the cache root)
 build outputs      ``<cache root>/build/<what>-<source hash>``  (follows the cache root)
 build tools        ``<cache root>/tools``                      (follows the cache root)
+unpacked packages  ``<cache root>/packages/<hex>``             (follows the cache root)
 config root        ``$XDG_CONFIG_HOME/pylon`` or ``~/.config/pylon``  ``PYLON_CONFIG_DIR``
 trust policy       ``<config root>/trust.json``                (follows the config root)
+signing keys       ``<config root>/keys/<name>.key``, ``.pub``  (follows the config root)
 =================  ==========================================  ======================
 
 Nothing here creates directories at import time; callers create what they
@@ -88,6 +90,12 @@ def build_root() -> Path:
     return cache_root() / "build"
 
 
+def packages_root() -> Path:
+    """Where pinned packages' wheels are unpacked, one folder per wheel digest
+    (checked against the wheel before every run: see :mod:`pylon.packages`)."""
+    return cache_root() / "packages"
+
+
 def tools_root() -> Path:
     """Where build tools installed on demand (``cargo install``) live."""
     return cache_root() / "tools"
@@ -102,6 +110,11 @@ def config_root() -> Path:
 def trust_file() -> Path:
     """The trust policy file."""
     return config_root() / "trust.json"
+
+
+def keys_dir() -> Path:
+    """Where ``composectl key new`` keeps signing key pairs (a private folder)."""
+    return config_root() / "keys"
 
 
 def state_roots() -> list[tuple[str, Path]]:

@@ -35,7 +35,7 @@ from pylon.engine import Interrupt, ProviderSpec, get_engine
 from pylon.errors import DigestMismatch, PylonError, TrustError
 from pylon.guard import run_stoppable, timeout_ms
 from pylon.names import CAP_NAME_PATTERN
-from pylon.plan import Plan
+from pylon.plan import CapEntry, Plan
 from pylon.preopens import Preopen, plan_preopens
 from pylon.trust import TrustPolicy
 
@@ -119,7 +119,7 @@ class Resolver:
                                         f"add it with: composectl plan add PLAN {hint} FILE")
         # The gate comes first: an untrusted cap is never fetched, let alone run.
         try:
-            self.trust.check(name, entry.digest)
+            self._trust_gate(name, entry)
         except TrustError as exc:
             self.report(str(exc))
             raise _Refusal("denied", TrustPolicy.guest_message(name, entry.digest)) from None
@@ -149,6 +149,28 @@ class Resolver:
             wasi=entry.wasi,
         )
 
+    def _trust_gate(self, name: str, entry: CapEntry) -> None:
+        """Passes if the digest is pinned for ``name``, or the plan's signature vouches for it.
+
+        A signature counts only when a key trusted for ``name`` signed a
+        Statement naming ``name`` and exactly ``entry.digest``
+        (:func:`pylon.signing.vouch`); the signature blob is fetched first,
+        by its own digest, and the cap's blob only after this passes, and
+        the engine then checks the cap's bytes against that same digest.
+
+        Raises:
+            TrustError: neither; a :class:`~pylon.errors.SignatureError`
+                when a signature was there and failed (names cap, digest, key ids).
+        """
+        if entry.signature is None or self.trust.is_trusted(name, entry.digest):
+            self.trust.check(name, entry.digest)
+            return
+        # Imported here: plans without signatures never load securesystemslib.
+        from pylon.signing import vouch
+
+        # No progress bar: a signature is at most 64 KiB.
+        vouch(name, entry.digest, entry.signature, store=self.store, trust=self.trust)
+
 
 def guest_blob(plan: Plan, store: BlobStore, trust: TrustPolicy,
                progress: ProgressFactory = _no_progress) -> tuple[Path, str, tuple[str, ...], int | None]:
@@ -170,6 +192,26 @@ def guest_blob(plan: Plan, store: BlobStore, trust: TrustPolicy,
 
 
 _guest_blob = guest_blob  # the name run() uses
+
+
+def package_setup(plan: Plan, store: BlobStore, progress: ProgressFactory | None = None,
+                  report: Report | None = None) -> tuple[list[tuple[str, str, bool]], dict[str, str]]:
+    """The plan's pinned packages, ready for one run: engine preopens and guest environment.
+
+    Each wheel is verified and its unpacked tree checked (or repaired) on every
+    call (:func:`pylon.packages.prepare`); a plan without packages costs nothing
+    and imports nothing.
+
+    Raises:
+        PackageError: a package cannot be fetched or used (the message names it).
+    """
+    if not plan.packages:
+        return [], {}
+    from pylon import packages
+
+    ready = packages.prepare(plan.packages, store, progress=progress or _no_progress,
+                             report=report or _report_to_stderr)
+    return ready.engine_preopens(), dict(ready.env)
 
 
 def run(*, plan: Path | None = None, script: str | None = None, code: str | None = None,
@@ -208,9 +250,10 @@ def run(*, plan: Path | None = None, script: str | None = None, code: str | None
         GuestTimeout, GuestInterrupted: the guest was stopped.
         ScratchFull: its temporary folder passed ``tmp_mb`` (it was stopped,
             or it ended with the folder past the cap).
-        PylonError: the plan, a folder, the trust gate, the guest blob or the
-            engine failed before the script ran. Errors inside the script are
-            its exit status.
+        PylonError: the plan, a folder, the trust gate, the guest blob, a
+            pinned package (:class:`~pylon.packages.PackageError`, naming it) or
+            the engine failed before the script ran. Errors inside the script
+            are its exit status.
     """
     # Imported here: the rest of this module is not the scratch folder's business.
     from pylon.scratch import check_tmp_mb, scratch
@@ -235,6 +278,8 @@ def run(*, plan: Path | None = None, script: str | None = None, code: str | None
     preopens = plan_preopens(script_path, dirs)
     trust = TrustPolicy.load()
     guest_path, guest_digest, guest_sources, guest_size = _guest_blob(the_plan, store, trust, progress)
+    # Pinned packages: read-only folders on the guest's sys.path, checked before the run.
+    package_preopens, package_env = package_setup(the_plan, store, progress, report)
     cwd = str(script_path.parent) if script_path is not None else (str(preopens[0].path) if preopens else "/")
     resolver = Resolver(the_plan, label, store=store, trust=trust, progress=progress, report=report)
     engine = get_engine()
@@ -246,12 +291,13 @@ def run(*, plan: Path | None = None, script: str | None = None, code: str | None
         # A fresh, empty temporary folder per attempt, removed whatever happens.
         with scratch(tmp_mb, interrupt=stop_flag, taken=[p.as_engine_tuple()[1] for p in preopens],
                      report=report) as tmp:
-            opened = [p.as_engine_tuple() for p in [*preopens, *tmp.preopens]]
+            opened = [*(p.as_engine_tuple() for p in preopens), *package_preopens,
+                      *(p.as_engine_tuple() for p in tmp.preopens)]
 
             def call(stop: Interrupt) -> int:
                 return engine.run_guest(
                     str(blob), guest_digest,
-                    argv=argv, env=sorted({**tmp.env, **(env or {})}.items()), cwd=cwd,
+                    argv=argv, env=sorted({**tmp.env, **(env or {}), **package_env}.items()), cwd=cwd,
                     preopens=opened, resolver=resolver, report=report,
                     timeout_ms=limit_ms,
                     memory_bytes=memory_mb * MIB, max_instances=max_instances,

@@ -50,7 +50,7 @@ from pylon.hostcaps import host_cap_handler
 from pylon.names import CAP_NAME_RULE, is_cap_name
 from pylon.plan import Plan
 from pylon.preopens import Preopen, parse_dir_spec, plan_preopens
-from pylon.runtime import Resolver, guest_blob, load_plan
+from pylon.runtime import Resolver, guest_blob, load_plan, package_setup
 from pylon.scratch import Scratch, Stoppable, check_tmp_mb, scratch
 from pylon.trust import TrustPolicy
 
@@ -227,6 +227,15 @@ class Sandbox:
             self.report(f"the stored guest failed verification ({exc}); fetching it again")
             fresh = store.fetch(digest, sources, size=size)
             self._guest = self._engine.prepare_guest(str(fresh), digest)
+        self._store = store
+        # The plan's pinned packages: fetched and unpacked now, so a bad one fails
+        # here; checked again before every run and session (docs/packages.md).
+        self._packages()
+
+    def _packages(self) -> tuple[list[tuple[str, str, bool]], list[tuple[str, str]]]:
+        """Package preopens for one run, and the sandbox's environment with their variable."""
+        opened, extra = package_setup(self.plan, self._store, report=self.report)
+        return opened, sorted({**dict(self._env), **extra}.items())
 
     def _host_cap_specs(self, caps: Mapping[str, object]) -> dict[str, HostCapSpec]:
         specs = {}
@@ -272,10 +281,11 @@ class Sandbox:
         data = _bytes(stdin)
         stop = interrupt or Interrupt()
         started = time.perf_counter()
+        package_preopens, env = self._packages()
         # A private /tmp (and /dev/null) per run, removed when it ends.
         with self._scratch(preopens, stop) as tmp:
             outcome = self._guest.run(
-                argv, tmp.env_with(self._env), cwd, preopens=tmp.engine_preopens(preopens),
+                argv, tmp.env_with(env), cwd, preopens=tmp.engine_preopens(preopens) + package_preopens,
                 resolver=self._resolver, report=self.report, timeout_ms=limit_ms,
                 memory_bytes=self._memory_bytes, fuel=self._fuel, max_instances=self._max_instances,
                 max_cap_memory_bytes=self._max_cap_memory, interrupt=stop, stdin=data,
@@ -320,8 +330,9 @@ class Session:
         self._scratch_cm: AbstractContextManager[_ScratchView] | None = sb._scratch(sb._preopens, self._current)
         tmp = self._scratch_cm.__enter__()
         try:
+            package_preopens, env = sb._packages()
             self._live = sb._guest.session(
-                tmp.env_with(sb._env), cwd, preopens=tmp.engine_preopens(sb._preopens),
+                tmp.env_with(env), cwd, preopens=tmp.engine_preopens(sb._preopens) + package_preopens,
                 resolver=sb._resolver, report=sb.report, memory_bytes=sb._memory_bytes, fuel=sb._fuel,
                 max_instances=sb._max_instances, max_cap_memory_bytes=sb._max_cap_memory,
                 stdout=sb._stdout, stderr=sb._stderr, max_output_bytes=sb._max_output)

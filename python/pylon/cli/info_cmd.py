@@ -69,10 +69,12 @@ def collect() -> dict[str, Any]:
     places = {
         "default plan": stock.default_plan_path(),
         "trust file": paths.trust_file(),
+        "signing keys": paths.keys_dir(),
         "stock record": stock.stock_file(),
         "blob store": paths.blob_root(),
         "compile cache": paths.compiled_root(),
         "build cache": paths.build_root(),
+        "unpacked packages": paths.packages_root(),
         "downloads": download.downloads_root(),
         "config root": paths.config_root(),
         "cache root": paths.cache_root(),

@@ -14,8 +14,8 @@ from rich.text import Text
 from pylon.blobstore import BlobStore, is_digest
 from pylon.cli.console import out, say
 from pylon.cli.progress import fetch_progress
-from pylon.errors import BlobError, PlanError
-from pylon.plan import DEFAULT_LIMITS, CapLimits, GuestLimits, GuestRef, Plan, RunLimits
+from pylon.errors import BlobError, PlanError, SignatureError
+from pylon.plan import DEFAULT_LIMITS, BlobRef, CapEntry, CapLimits, GuestLimits, GuestRef, Plan, RunLimits
 from pylon.trust import TrustPolicy, allow_command, allow_guest_command
 
 __all__ = ["app"]
@@ -67,17 +67,56 @@ def new(
             style="yellow")
 
 
+def _pull_oci(store: BlobStore, name: str, reference: str) -> tuple[str, int, str, BlobRef | None]:
+    """Resolves an oci:// cap, pulls it into the store and looks for its signature tag.
+
+    Returns the layer digest, its size, the source to record and the
+    signature's BlobRef (None if the repository has no ``sha256-<hex>.sig``).
+    The source is pinned by manifest digest, tag kept (``oci://H/R:TAG@sha256:M``):
+    the plan is a lock file and names what was checked now; a tag moved later
+    cannot make the source serve anything else (the layer digest would be
+    refused anyway), and the tag stays for readers.
+    """
+    from pylon import oci
+
+    ref = oci.parse_reference(reference)
+    with oci.client(ref.host) as client:
+        artifact = client.resolve(ref)
+        assert artifact is not None
+        if not artifact.is_wasm:
+            raise PlanError(f"{reference} is a {artifact.layer_media_type} artifact, not a component")
+        sig_ref = ref.at(tag=oci.signature_tag(artifact.layer_digest))
+        sig = client.resolve(sig_ref, optional=True)
+    pinned = str(artifact.reference)
+    with fetch_progress(name) as progress:
+        store.fetch(artifact.layer_digest, [pinned], size=artifact.layer_size, progress=progress)
+    if sig is None:
+        return artifact.layer_digest, artifact.layer_size, pinned, None
+    if sig.layer_media_type != oci.DSSE_MEDIA_TYPE:
+        raise PlanError(f"{sig_ref} holds a {sig.layer_media_type} layer, not a signature "
+                        f"({oci.DSSE_MEDIA_TYPE})")
+    with fetch_progress(f"{name} signature") as progress:
+        store.fetch(sig.layer_digest, [str(sig_ref)], size=sig.layer_size, progress=progress)
+    return (artifact.layer_digest, artifact.layer_size, pinned,
+            BlobRef(digest=sig.layer_digest, sources=(str(sig_ref),), size=sig.layer_size))
+
+
 @app.command("add")
 def add(
     plan: Annotated[Path, _PLAN],
     name: Annotated[str, typer.Argument(metavar="NAME", help="The cap's name, as guests resolve it.")],
     file_or_digest: Annotated[str, typer.Argument(
         metavar="FILE_OR_DIGEST",
-        help="A cap component file (stored, and its file:// URL recorded as a source) "
-             "or a digest sha256:<hex> already stored or fetchable from --source.")],
+        help="A cap component file (stored, and its file:// URL recorded as a source), "
+             "a digest sha256:<hex> already stored or fetchable from --source, "
+             "or an OCI reference oci://HOST[:PORT]/REPO:TAG (pulled; recorded pinned by manifest digest).")],
     source: Annotated[list[str] | None, typer.Option(
-        "--source", help="A URL to fetch the cap from (file://, http://, https://); repeatable, "
+        "--source", help="A URL to fetch the cap from (file://, http://, https://, oci://); repeatable, "
                          "tried in order.")] = None,
+    signature: Annotated[Path | None, typer.Option(
+        help="A detached signature of the cap (a DSSE envelope file): stored, and recorded as the "
+             "cap's signature. Default: the registry's sha256-<hex>.sig tag, for an oci:// cap.",
+        exists=True, dir_okay=False)] = None,
     memory_mb: Annotated[int | None, typer.Option(
         help=f"Memory limit in MiB (default {DEFAULT_LIMITS.memory_mb}).", show_default=False)] = None,
     timeout_ms: Annotated[int | None, typer.Option(
@@ -94,7 +133,11 @@ def add(
     current = Plan.load(plan)
     store = BlobStore()
     sources = list(source or [])
-    if is_digest(file_or_digest):
+    found_signature: BlobRef | None = None
+    if file_or_digest[:6].lower() == "oci://":
+        digest, size, oci_source, found_signature = _pull_oci(store, name, file_or_digest)
+        sources = [oci_source, *[s for s in sources if s != oci_source]]
+    elif is_digest(file_or_digest):
         digest = file_or_digest
         # A lock file names only what can be had: fetch (or verify) it now,
         # and record its size so later fetches stop there.
@@ -107,11 +150,16 @@ def add(
                                      param_hint="FILE_OR_DIGEST")
         digest, file_source, size = _store_file(store, file)
         sources = [file_source, *[s for s in sources if s != file_source]]
+    if signature is not None:
+        sig_digest, sig_source, sig_size = _store_file(store, signature)
+        found_signature = BlobRef(digest=sig_digest, sources=(sig_source,), size=sig_size)
     limits = CapLimits(memory_mb=memory_mb, timeout_ms=timeout_ms, max_payload_mb=max_payload_mb)
     with _editing(plan):
-        updated = current.with_cap(name, digest=digest, sources=sources, limits=limits, wasi=wasi, size=size)
+        updated = current.with_cap(name, digest=digest, sources=sources, limits=limits, wasi=wasi, size=size,
+                                   signature=found_signature)
     updated.save(plan)
-    say(f"added cap {name} {digest} to {plan}")
+    say(f"added cap {name} {digest} to {plan}"
+        + (f" (signature {found_signature.digest})" if found_signature is not None else ""))
     if not TrustPolicy.load().is_trusted(name, digest):
         say(f"note: not trusted yet; to allow it run: {allow_command(name, digest)}", style="yellow")
 
@@ -173,14 +221,37 @@ def show(plan: Annotated[Path, _PLAN]) -> None:
                   Column("sources", overflow="fold"), Column("limits", no_wrap=True),
                   "wasi", "stored", "trusted", title=str(plan))
     for name, cap in loaded.caps.items():
-        cap_trusted = policy.is_trusted(name, cap.digest)
+        # show fetches nothing: a signature counts here only if it is already stored.
+        how, _why = _cap_trust(name, cap, policy, store, fetch=False)
         table.add_row(
             name, cap.digest, "\n".join(cap.sources) or "-", _limits_text(cap.limits),
             "yes" if cap.wasi else "no",
             "yes" if store.has(cap.digest) else "no",
-            Text("yes", style="green") if cap_trusted else Text("no", style="red"),
+            Text(how, style="green") if how else Text("no", style="red"),
         )
     out.print(table)
+    for pin in loaded.packages:
+        stored = "stored" if store.has(pin.digest) else "not stored"
+        out.print(f"package {pin.name} {pin.version}: {pin.digest} ({stored})")
+
+
+def _cap_trust(name: str, cap: CapEntry, policy: TrustPolicy, store: BlobStore, *,
+               fetch: bool) -> tuple[str | None, str | None]:
+    """How cap ``name`` passes the trust gate ("yes", "signed by KEYID"), or None and why not.
+
+    The same rule as the runtime's gate: a pinned digest, or a signature by a
+    key trusted for the name that vouches for exactly this digest.
+    """
+    if policy.is_trusted(name, cap.digest):
+        return "yes", None
+    if cap.signature is not None and policy.keys(name) and (fetch or store.has(cap.signature.digest)):
+        from pylon.signing import vouch  # securesystemslib: only for plans with signatures
+
+        try:
+            return f"signed by {vouch(name, cap.digest, cap.signature, store=store, trust=policy)}", None
+        except SignatureError as exc:
+            return None, str(exc)
+    return None, f"not trusted; to allow it run: {allow_command(name, cap.digest)}"
 
 
 @app.command("verify")
@@ -193,22 +264,25 @@ def verify(plan: Annotated[Path, _PLAN]) -> None:
     """
     loaded = Plan.load(plan)
     store, policy = BlobStore(), TrustPolicy.load()
-    # (label, digest, sources, size, the command that would allow it or None if allowed)
+    # (label, digest, sources, size, why it is not trusted (with the command that would allow it) or None)
     items: list[tuple[str, str, tuple[str, ...], int | None, str | None]] = []
     if loaded.guest is not None and loaded.guest.digest is not None:
         guest, digest = loaded.guest, loaded.guest.digest
         items.append(("guest", digest, guest.sources, guest.size,
-                      None if policy.is_trusted_guest(digest) else allow_guest_command(digest)))
+                      None if policy.is_trusted_guest(digest)
+                      else f"not trusted; to allow it run: {allow_guest_command(digest)}"))
     for name, cap in loaded.caps.items():
         items.append((f"cap {name}", cap.digest, cap.sources, cap.size,
-                      None if policy.is_trusted(name, cap.digest) else allow_command(name, cap.digest)))
+                      _cap_trust(name, cap, policy, store, fetch=True)[1]))
+    # Packages run inside the guest, like the script: pinned by digest, no trust entry.
+    items += [(f"package {p.name}", p.digest, p.sources, p.size, None) for p in loaded.packages]
     table = Table(Column("item", no_wrap=True), Column("digest", overflow="fold"), "trust", "blob",
                   title=str(plan))
     failures = []
     for label, digest, sources, size, allow in items:
         if allow is not None:
             # Untrusted bytes are not fetched: a plan cannot make Pylon download what you did not allow.
-            failures.append(f"{label}: not trusted; to allow it run: {allow}")
+            failures.append(f"{label}: {allow}")
             table.add_row(label, digest, Text("NOT ALLOWED", style="red"), Text("not fetched", style="dim"))
             continue
         try:
@@ -225,3 +299,89 @@ def verify(plan: Annotated[Path, _PLAN]) -> None:
     if failures:
         raise typer.Exit(1)
     say(f"{plan}: ok")
+
+
+def _source_options(values: list[str]) -> dict[str, list[str]]:
+    """``--source NAME=URL`` options, by normalized package name."""
+    from packaging.utils import canonicalize_name
+
+    out: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, url = value.partition("=")
+        if not sep or not name or not url:
+            raise typer.BadParameter(f"{value!r} is not NAME=URL", param_hint="--source")
+        out.setdefault(canonicalize_name(name), []).append(url)
+    return out
+
+
+@app.command("add-packages")
+def add_packages(
+    plan: Annotated[Path, _PLAN],
+    specs: Annotated[list[str] | None, typer.Argument(
+        metavar="[SPEC]...", help="Requirements as pip takes them: NAME, NAME==VERSION, 'NAME>=1,<2'.",
+        show_default=False)] = None,
+    requirement: Annotated[list[Path] | None, typer.Option(
+        "-r", "--requirement", help="A requirements file (pip's format); repeatable.", dir_okay=False,
+        exists=True)] = None,
+    source: Annotated[list[str] | None, typer.Option(
+        "--source", metavar="NAME=URL", help="Another source for package NAME's wheel, after the URL pip "
+                                             "found it at; repeatable.")] = None,
+    index_url: Annotated[str | None, typer.Option(
+        "--index-url", help="The package index pip resolves from (default: pip's own setting).")] = None,
+    find_links: Annotated[list[str] | None, typer.Option(
+        "--find-links", help="A folder or page of wheels pip may also use; repeatable.")] = None,
+) -> None:
+    """Pin pure-Python packages (and their dependencies) in PLAN for the guest's sys.path.
+
+    pip resolves them for the guest (CPython 3.14, pure-Python wheels only);
+    each wheel is fetched into the blob store, checked, and pinned by sha256
+    with the URL it came from. Packages of the same name are replaced; the
+    plan's others are kept (and constrain the resolution). docs/packages.md.
+    """
+    from pylon import packages
+
+    current = Plan.load(plan)
+    extra = _source_options(list(source or []))
+    found = packages.resolve(list(specs or []), list(requirement or []), keep=current.packages,
+                             index_url=index_url, find_links=list(find_links or []))
+    unknown = sorted(set(extra) - {f.name for f in found})
+    if unknown:
+        raise typer.BadParameter(f"{', '.join(unknown)} is not among the resolved packages "
+                                 f"({', '.join(f.name for f in found)})", param_hint="--source")
+    store = BlobStore()
+    pins = []
+    for item in found:
+        with fetch_progress(f"package {item.name}") as progress:
+            pins.append(packages.pin(item, store, extra_sources=extra.get(item.name, ()), progress=progress))
+    with _editing(plan):
+        updated = packages.merge(current, pins)
+    updated.save(plan)
+    for p in pins:
+        say(f"pinned {p.name} {p.version} {p.digest} ({p.size} bytes)")
+    say(f"wrote {plan}: {len(updated.packages)} package(s)")
+
+
+@app.command("rm-package")
+def rm_package(
+    plan: Annotated[Path, _PLAN],
+    names: Annotated[list[str] | None, typer.Argument(metavar="[NAME]...", help="Packages to remove.",
+                                                      show_default=False)] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove every package.")] = False,
+) -> None:
+    """Remove packages from PLAN (by name), or all of them with --clear."""
+    from packaging.utils import canonicalize_name
+
+    current = Plan.load(plan)
+    kept = []
+    if not clear:
+        if not names:
+            raise typer.BadParameter("name a package to remove, or pass --clear", param_hint="NAME")
+        gone = {canonicalize_name(n) for n in names}
+        missing = sorted(gone - {p.name for p in current.packages})
+        if missing:
+            pinned = ", ".join(p.name for p in current.packages) or "none"
+            raise PlanError(f"no package {', '.join(missing)} in the plan (packages there: {pinned})",
+                            file=str(plan))
+        kept = [p for p in current.packages if p.name not in gone]
+    current.with_packages(kept).save(plan)
+    say(f"wrote {plan}: {len(kept)} package(s)")
