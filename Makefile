@@ -3,12 +3,13 @@
 # clone, ~/.cache/pylon by default (PYLON_CACHE_DIR overrides).
 RUN := scripts/in-venv
 
-.PHONY: help install setup demo test test-engine bench lint clean-cache
+.PHONY: help install setup demo test test-engine bench bench-supply-chain lint clean-cache
 
 help:
 	@echo "make demo    build everything and run the examples (first run: ~15 min, mostly compiling wasmtime)"
 	@echo "make test    build everything and run the test suite (engine unit tests, then pytest)"
 	@echo "make bench   run the benchmarks (prints ratios)"
+	@echo "make bench-supply-chain   registry pulls, signature checks, pinned packages, Dask runs"
 	@echo "make lint    ruff, mypy --strict and stubtest on the Python; cargo fmt/clippy on the engine"
 
 install:
@@ -30,6 +31,14 @@ test-engine: install
 
 bench: setup
 	$(RUN) python benchmarks/run_all.py
+
+# Issue 12's figures (docs/benchmarks.md, its last four sections): each script
+# starts what it measures (a loopback registry, a Dask cluster) and stops it.
+bench-supply-chain: setup
+	$(RUN) python benchmarks/bench_registry.py
+	$(RUN) python benchmarks/bench_signing.py
+	$(RUN) python benchmarks/bench_packages.py
+	$(RUN) python benchmarks/bench_dask.py --rounds 5
 
 # Python: ruff (rules in pyproject.toml), mypy --strict on python/pylon, and
 # stubtest: the engine's stubs (python/pylon/_engine.pyi) against the built
