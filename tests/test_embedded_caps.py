@@ -205,6 +205,15 @@ def _sqlite_bindings(inst: Instance) -> types.ModuleType:
         def execute_many(self, rows: list) -> int:
             return self._m("execute-many", [[lower(v) for v in row] for row in rows])
 
+        def run_packed(self, params: str, max_rows: int) -> bytes:
+            return bytes(self._m("run-packed", params, max_rows))
+
+        def step_packed(self, max_rows: int) -> str:
+            return self._m("step-packed", max_rows)
+
+        def execute_many_packed(self, rows: str) -> int:
+            return self._m("execute-many-packed", rows)
+
         def finalize(self) -> None:
             return self._m("finalize")
 

@@ -422,6 +422,74 @@ bool exports_pylon_sqlite_sqlite_method_statement_execute_many(exports_pylon_sql
     return ok;
 }
 
+/* --- packed calls (src/sqlite_packed.c) ---------------------------------------- */
+
+/* A result passing these sizes ends its batch early. run-packed returns a
+ * list<u8>, which the component model copies byte by byte: keep it small. */
+#define RUN_PACKED_MAX_BYTES (64u << 10)
+#define STEP_PACKED_MAX_BYTES (8u << 20)
+
+/* The packed bytes a string argument carries, decoded in place. */
+static int packed_arg(bindings_string_t *arg, size_t *len, score_error *e) {
+    long n = score_latin1_from_utf8(arg->ptr, arg->len);
+    if (n < 0)
+        return score_fail(e, SQLITE_MISUSE, "pylon-packed: not a Latin-1 string");
+    *len = (size_t)n;
+    return 0;
+}
+
+/* Failures travel in band, as the packed tuple (None, code, message, 0). */
+void exports_pylon_sqlite_sqlite_method_statement_run_packed(exports_pylon_sqlite_sqlite_borrow_statement_t self,
+                                                             bindings_string_t *params, uint32_t max_rows,
+                                                             bindings_list_u8_t *ret) {
+    size_t len;
+    score_buf out = {0};
+    score_error e;
+    if (packed_arg(params, &len, &e) ||
+        score_run_packed(self->s, params->ptr, len, max_rows, RUN_PACKED_MAX_BYTES, &out, &e))
+        score_packed_error(&out, &e);
+    bindings_string_free(params);
+    if (out.oom) {
+        /* Not even the error fits: an empty reply, which the guest's
+         * marshal.loads rejects (EOFError) rather than misreading. */
+        free(out.p);
+        out.p = NULL;
+        out.len = 0;
+    }
+    ret->ptr = out.p;
+    ret->len = out.len;
+}
+
+void exports_pylon_sqlite_sqlite_method_statement_step_packed(exports_pylon_sqlite_sqlite_borrow_statement_t self,
+                                                              uint32_t max_rows, bindings_string_t *ret) {
+    score_buf out = {0};
+    score_error e;
+    if (score_check(self->s, &e) || score_step_packed(self->s, max_rows, STEP_PACKED_MAX_BYTES, &out, &e))
+        score_packed_error(&out, &e);
+    uint8_t *text = NULL;
+    size_t n = 0;
+    if (out.oom || score_latin1_to_utf8(out.p, out.len, &text, &n)) {
+        text = NULL;
+        n = 0;
+    }
+    free(out.p);
+    ret->ptr = text;
+    ret->len = n;
+}
+
+bool exports_pylon_sqlite_sqlite_method_statement_execute_many_packed(
+    exports_pylon_sqlite_sqlite_borrow_statement_t self, bindings_string_t *param_rows, int64_t *ret,
+    wit_error *err) {
+    size_t len;
+    score_error e;
+    *ret = 0;
+    bool ok = true;
+    if (packed_arg(param_rows, &len, &e) || score_execute_many_packed(self->s, param_rows->ptr, len, ret, &e))
+        ok = give_error(&e, err);
+    bindings_string_free(param_rows);
+    return ok;
+}
+
 void exports_pylon_sqlite_sqlite_method_statement_finalize(exports_pylon_sqlite_sqlite_borrow_statement_t self) {
     score_finalize(self->s);
 }

@@ -19,8 +19,24 @@ struct score_stmt {
     int is_dml;  /* INSERT/UPDATE/DELETE/REPLACE: gets the implicit BEGIN */
     int started; /* stepped since the last reset */
     int64_t changes;
+    score_error pending; /* deferred by score_defer_error, if has_pending */
+    int has_pending;
     score_stmt *prev, *next;
 };
+
+static void drop_pending(score_stmt *s) {
+    if (s->has_pending) {
+        free(s->pending.message);
+        s->has_pending = 0;
+    }
+}
+
+void score_defer_error(score_stmt *s, score_error *err) {
+    drop_pending(s);
+    s->pending = *err;
+    s->has_pending = 1;
+    err->message = NULL;
+}
 
 int score_fail(score_error *err, int code, const char *message) {
     size_t n = strlen(message);
@@ -270,6 +286,7 @@ int score_reset(score_stmt *s, score_error *err) {
     if (s->st)
         sqlite3_reset(s->st);
     s->started = 0;
+    drop_pending(s);
     return 0;
 }
 
@@ -320,6 +337,11 @@ int score_bind(score_stmt *s, int i, const score_value *v, int copy, score_error
 int score_step(score_stmt *s, score_error *err) {
     if (score_check(s, err))
         return -1;
+    if (s->has_pending) {
+        *err = s->pending;
+        s->has_pending = 0;
+        return -1;
+    }
     if (!s->st)
         return SQLITE_DONE;
     score_conn *c = s->conn;
@@ -348,8 +370,16 @@ int score_step(score_stmt *s, score_error *err) {
 }
 
 /* Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
-static int valid_utf8(const uint8_t *p, size_t n) {
+int score_valid_utf8(const uint8_t *p, size_t n) {
     size_t i = 0;
+    /* ASCII, eight bytes at a time. */
+    while (i + 8 <= n) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (w & 0x8080808080808080ULL)
+            break;
+        i += 8;
+    }
     while (i < n) {
         uint8_t c = p[i];
         if (c < 0x80) {
@@ -399,7 +429,7 @@ int score_column(score_stmt *s, int i, score_value *v, score_error *err) {
     case SQLITE_TEXT:
         v->ptr = sqlite3_column_text(s->st, i);
         v->len = (size_t)sqlite3_column_bytes(s->st, i);
-        if (!valid_utf8(v->ptr, v->len)) {
+        if (!score_valid_utf8(v->ptr, v->len)) {
             char msg[200];
             snprintf(msg, sizeof msg, "Could not decode to UTF-8 column '%.100s'",
                      score_column_name(s, i));
@@ -421,6 +451,7 @@ int64_t score_stmt_changes(score_stmt *s) { return s->changes; }
 int64_t score_stmt_last_insert_rowid(score_stmt *s) { return score_last_insert_rowid(s->conn); }
 
 void score_finalize(score_stmt *s) {
+    drop_pending(s);
     if (s->finalized)
         return;
     if (s->st)

@@ -88,6 +88,39 @@ void score_finalize(score_stmt *s);
 /* Drops the face's reference (finalizing first). */
 void score_stmt_release(score_stmt *s);
 
+/* Packed values (src/sqlite_packed.c): Python's marshal format, version 2,
+ * restricted to None/bool/int/float/str/bytes in tuples and lists. */
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+    int oom;
+} score_buf;
+/* Binds the packed tuple/list `params` (after a reset) and steps up to
+ * max_rows rows, stopping early once the output passes max_bytes; appends
+ * the packed tuple (rows, done, changes, last_insert_rowid) to `out`. A value
+ * that cannot be bound fails with SQLITE_MISUSE, "pylon-packed: ...", before
+ * anything is bound. */
+int score_run_packed(score_stmt *s, const uint8_t *params, size_t len, uint32_t max_rows, size_t max_bytes,
+                     score_buf *out, score_error *err);
+/* Keeps `err` (taken over) for the statement's next step: a batch that
+ * fails after some rows returns those rows first, as stepping one row at a
+ * time would. A reset drops it. */
+void score_defer_error(score_stmt *s, score_error *err);
+/* Replaces `out` with the packed error tuple (None, code, message, 0) and
+ * frees the message. */
+void score_packed_error(score_buf *out, score_error *e);
+/* Steps on (no reset), as score_run_packed after its bind. */
+int score_step_packed(score_stmt *s, uint32_t max_rows, size_t max_bytes, score_buf *out, score_error *err);
+/* Runs the statement once per row of the packed list of rows `data`; every
+ * row is checked before the first runs. `*total`: rows changed. */
+int score_execute_many_packed(score_stmt *s, const uint8_t *data, size_t len, int64_t *total, score_error *err);
+/* Bytes carried as a string, one code point per byte: decodes the UTF-8 of
+ * such a string in place (returns the byte length, -1 if a code point is
+ * past U+00FF), or encodes bytes into a fresh malloc'ed buffer (0 or -1). */
+long score_latin1_from_utf8(uint8_t *p, size_t n);
+int score_latin1_to_utf8(const uint8_t *p, size_t n, uint8_t **out, size_t *out_len);
+int score_valid_utf8(const uint8_t *p, size_t n);
+
 /* Sets err to (code, message), copying message. Returns -1. */
 int score_fail(score_error *err, int code, const char *message);
 

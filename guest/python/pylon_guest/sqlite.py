@@ -21,20 +21,31 @@ provided: adapters and converters (``detect_types``), user-defined SQL
 functions, ``text_factory``, blob I/O, backup and ``iterdump``.
 
 A database file written here is an ordinary SQLite 3 file: CPython's sqlite3
-on the host reads it, and it reads theirs (except WAL-mode databases: WASI
-has no shared memory, so this build has no WAL). There is no file locking
+on the host reads it, and it reads theirs (WAL-mode ones too, once no other
+process has them open). There is no file locking
 under WASI: do not write one database from two processes at once.
+
+Beyond the guest's built-in sqlite3 (CPython's bundled SQLite): FTS5,
+R*Tree, the math functions, JSON with ``->``/``->>``, and WAL for file
+databases (``PRAGMA journal_mode=WAL``; the cap holds files in exclusive
+locking mode, so the WAL index lives in memory).
 
 Two backends, one API. In a guest built with the sqlite cap embedded
 (``wac plug``) calls go to the typed ``pylon:sqlite/sqlite`` import:
-prepared statements are resources, and each ``execute`` is one call that
-binds, steps and returns a batch of rows. Otherwise the cap is resolved at
-first ``connect`` through ``pylon_guest.dynlink`` (see docs/embedded.md, "Typed
-calls over dynlink").
+prepared statements are resources (a per-connection cache of 128, by SQL
+text), and values cross packed, never one WIT value each: parameters as
+``marshal.dumps(params, 2)``, rows back as one marshal blob that
+``marshal.loads`` turns into the list of tuples in one C call. So ``execute``
+is one call into the cap (bind, step, first rows), ``fetchall`` one more per
+8 MiB of rows, and ``executemany`` one per 32768 parameter rows. Otherwise
+the cap is resolved at first ``connect`` through ``pylon_guest.dynlink`` (see
+docs/embedded.md, "Typed calls over dynlink").
 """
 
 from __future__ import annotations
 
+import itertools
+import marshal
 import os
 from typing import Any, Iterable, Iterator
 
@@ -52,7 +63,11 @@ try:
     from componentize_py_types import Err as _WitErr  # type: ignore[import-not-found]
 except ImportError:
     _wit = None
-    _WitErr = None
+
+    class _WitErr(Exception):  # type: ignore[no-redef]
+        """Never raised: the stand-in for a guest without the typed import."""
+
+        value: Any = None
 
 apilevel = "2.0"
 threadsafety = 1
@@ -61,13 +76,19 @@ paramstyle = "qmark"
 sqlite_version = "3.50.4"
 sqlite_version_info = (3, 50, 4)
 
-# Rows asked for by execute() (small: point selects are the common case),
-# then by each later refill of a cursor.
+# Rows asked for by execute() (small: point selects are the common case; the
+# cap also stops at 64 KiB), then by each refill of a cursor (the cap stops a
+# batch at 8 MiB), and by fetchall().
 _FIRST_BATCH = 64
-_NEXT_BATCH = 1024
+_NEXT_BATCH = 4096
+_ALL_BATCH = 1 << 30
 # Parameter rows per execute-many call, bounding the memory of one call.
-_MANY_CHUNK = 4096
+_MANY_CHUNK = 32768
 _CACHE_SIZE = 128
+# The marshal version the cap reads: 2 has no back-references.
+_MARSHAL_VERSION = 2
+_dumps = marshal.dumps
+_loads = marshal.loads
 
 
 class Warning(Exception):  # noqa: A001 - DB-API name
@@ -169,151 +190,128 @@ def _unsupported(i: int, v: Any) -> ProgrammingError:
     return ProgrammingError(f"Error binding parameter {i}: type '{type(v).__name__}' is not supported")
 
 
-class _Embedded:
-    """The typed ``pylon:sqlite/sqlite`` import (the embedded cap).
-
-    Values cross as the WIT ``value`` variant; this class converts Python
-    values to it and rows back to tuples, and turns the WIT error into the
-    DB-API exception for its code.
-    """
-
-    name = "embedded"
-
-    def __init__(self, wit: Any):
-        self.w = wit
-        null = wit.Value_Null()
-        Int, Real, Text, Blob = wit.Value_Integer, wit.Value_Real, wit.Value_Text, wit.Value_Blob
-        self._null_type = wit.Value_Null
-        self._null = null
-
-        def to_value(i: int, v: Any) -> Any:
-            t = type(v)
-            if t is int:
-                return Int(_check_int(v))
-            if t is str:
-                return Text(v)
-            if t is float:
-                return Real(v)
-            if v is None:
-                return null
-            if t is bytes:
-                return Blob(v)
-            if isinstance(v, (bytearray, memoryview)):
-                return Blob(bytes(v))
-            if isinstance(v, int):  # bool and int subclasses bind as integers, as in sqlite3
-                return Int(_check_int(int(v)))
-            if isinstance(v, float):
-                return Real(float(v))
-            if isinstance(v, str):
-                return Text(str(v))
-            raise _unsupported(i, v)
-
-        self.to_value = to_value
-
-    def _call(self, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except _WitErr as exc:
-            raise _error(exc.value.code, exc.value.message) from None
-
-    def values(self, params: Iterable[Any]) -> list[Any]:
-        to_value = self.to_value
-        return [to_value(i, v) for i, v in enumerate(params, 1)]
-
-    def rows(self, rows: list[Any]) -> list[tuple[Any, ...]]:
-        null = self._null_type
-        return [tuple([None if type(v) is null else v.value for v in row]) for row in rows]
-
-    def open(self, path: str) -> Any:
-        return self._call(self.w.Connection.open, path)
-
-    def conn(self, h: Any, method: str, *args: Any) -> Any:
-        return self._call(getattr(h, method), *args)
-
-    def prepare(self, h: Any, sql: str) -> Any:
-        return self._call(h.prepare, sql)
-
-    def stmt(self, s: Any, method: str, *args: Any) -> Any:
-        return self._call(getattr(s, method), *args)
-
-    def run(self, s: Any, params: list[Any], max_rows: int) -> tuple[list[tuple[Any, ...]], bool, int, int]:
-        b = self._call(s.run, params, max_rows)
-        return self.rows(b.rows), b.done, b.changes, b.last_insert_rowid
-
-    def step_many(self, s: Any, max_rows: int) -> tuple[list[tuple[Any, ...]], bool, int, int]:
-        b = self._call(s.step_many, max_rows)
-        return self.rows(b.rows), b.done, b.changes, b.last_insert_rowid
-
-    def execute_many(self, s: Any, rows: list[list[Any]]) -> int:
-        return self._call(s.execute_many, rows)
-
-    def drop(self, h: Any) -> None:
-        h.__exit__(None, None, None)
+def _clean(i: int, v: Any) -> Any:
+    """``v`` as one of the exact types the packed format carries, or the
+    exception sqlite3 raises for it (the slow path, taken only when the fast
+    one meets something it cannot pack)."""
+    t = type(v)
+    if t is int:
+        return _check_int(v)
+    if v is None or t is float or t is bytes:
+        return v
+    if t is str:
+        v.encode("utf-8")  # a lone surrogate raises here, as in sqlite3
+        return v
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    if isinstance(v, int):  # bool and int subclasses bind as integers, as in sqlite3
+        return _check_int(int(v))
+    if isinstance(v, float):
+        return float(v)
+    if isinstance(v, str):
+        return _clean(i, str(v))
+    raise _unsupported(i, v)
 
 
-class _Dynlink:
-    """The sqlite cap over ``pylon_guest.dynlink``: the typed interface's functions
-    by name (``connection.open``, ``connection.<method>``,
-    ``statement.<method>``, first argument the resource's integer handle),
-    values as CBOR's own null/int/float/text/bytes, and results as
-    ``{"ok": v}`` / ``{"err": {"code": c, "message": m}}``."""
+def _pack(values: list[Any]) -> str:
+    """Clean values, packed for the cap (a Latin-1 string)."""
+    return _dumps(values, _MARSHAL_VERSION).decode("latin-1")
 
-    name = "dynlink"
 
-    def __init__(self) -> None:
-        from pylon_guest import dynlink  # type: ignore[attr-defined]
+def _is_packing_error(exc: Any) -> bool:
+    v = exc.value
+    return bool(v.code == 21 and v.message.startswith("pylon-packed:"))
 
-        self.cap = dynlink.load("sqlite")
+
+def _raise(exc: Any) -> Error:
+    return _error(exc.value.code, exc.value.message)
+
+
+class _DynErr(Exception):
+    """A dynlink error reply, shaped like componentize-py's ``Err``."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.value = type("E", (), {"code": code, "message": message})()
+
+
+class _DynHandle:
+    """A resource of the sqlite cap over ``pylon_guest.dynlink``: the typed
+    interface's functions by name (``connection.<method>``,
+    ``statement.<method>``, first argument the integer handle), values as
+    CBOR's own null/int/float/text/bytes, results ``{"ok": v}`` /
+    ``{"err": {"code": c, "message": m}}``. It offers the methods of the
+    typed resources this module uses, packed ones included."""
+
+    def __init__(self, cap: Any, kind: str, handle: int):
+        self.cap, self.kind, self.handle = cap, kind, handle
 
     def _call(self, method: str, *args: Any) -> Any:
-        reply = self.cap.call(method, *args)
+        reply = self.cap.call(f"{self.kind}.{method}", self.handle, *args)
         if isinstance(reply, dict):
             if "err" in reply:
-                err = reply["err"]
-                raise _error(int(err["code"]), str(err["message"]))
+                raise _DynErr(int(reply["err"]["code"]), str(reply["err"]["message"]))
             if "ok" in reply:
                 return reply["ok"]
         return reply
 
-    def values(self, params: Iterable[Any]) -> list[Any]:
-        out = []
-        for i, v in enumerate(params, 1):
-            if v is None or isinstance(v, (str, bytes, float)):
-                out.append(v)
-            elif isinstance(v, int):
-                out.append(_check_int(int(v)))
-            elif isinstance(v, (bytearray, memoryview)):
-                out.append(bytes(v))
-            else:
-                raise _unsupported(i, v)
-        return out
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: self._call(name.replace("_", "-"), *args)
+
+    def prepare(self, sql: str) -> _DynHandle:
+        return _DynHandle(self.cap, "statement", self._call("prepare", sql))
+
+    def _batch(self, b: dict[str, Any]) -> bytes:
+        rows = [tuple(r) for r in b["rows"]]
+        return _dumps((rows, bool(b["done"]), int(b["changes"]), int(b["last-insert-rowid"])), _MARSHAL_VERSION)
+
+    def _in_band(self, method: str, *args: Any) -> bytes:
+        try:
+            return self._batch(self._call(method, *args))
+        except _DynErr as exc:
+            return _dumps((None, exc.value.code, exc.value.message, 0), _MARSHAL_VERSION)
+
+    def run_packed(self, params: str, max_rows: int) -> bytes:
+        return self._in_band("run", list(_loads(params.encode("latin-1"))), max_rows)
+
+    def step_packed(self, max_rows: int) -> str:
+        return self._in_band("step-many", max_rows).decode("latin-1")
+
+    def execute_many_packed(self, rows: str) -> int:
+        return int(self._call("execute-many", [list(r) for r in _loads(rows.encode("latin-1"))]))
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cap.call(f"{self.kind}.drop", self.handle)
+
+
+class _Backend:
+    """Opens connections: ``.name`` is "embedded" (the typed import) or
+    "dynlink"."""
+
+    def __init__(self) -> None:
+        if _wit is not None:
+            self.name = "embedded"
+            self._open = _wit.Connection.open
+        else:
+            from pylon_guest import dynlink  # type: ignore[attr-defined]
+
+            self.name = "dynlink"
+            cap = dynlink.load("sqlite")
+
+            self._open = lambda path: _DynHandle(cap, "connection", _dyn_open(cap, path))
 
     def open(self, path: str) -> Any:
-        return ("connection", self._call("connection.open", path))
+        try:
+            return self._open(path)
+        except (_WitErr, _DynErr) as exc:
+            raise _raise(exc) from None
 
-    def conn(self, h: Any, method: str, *args: Any) -> Any:
-        return self._call("connection." + method.replace("_", "-"), h[1], *args)
 
-    def prepare(self, h: Any, sql: str) -> Any:
-        return ("statement", self._call("connection.prepare", h[1], sql))
-
-    def stmt(self, s: Any, method: str, *args: Any) -> Any:
-        return self._call("statement." + method.replace("_", "-"), s[1], *args)
-
-    def _batch(self, b: dict[str, Any]) -> tuple[list[tuple[Any, ...]], bool, int, int]:
-        return [tuple(r) for r in b["rows"]], bool(b["done"]), int(b["changes"]), int(b["last-insert-rowid"])
-
-    def run(self, s: Any, params: list[Any], max_rows: int) -> tuple[list[tuple[Any, ...]], bool, int, int]:
-        return self._batch(self._call("statement.run", s[1], params, max_rows))
-
-    def step_many(self, s: Any, max_rows: int) -> tuple[list[tuple[Any, ...]], bool, int, int]:
-        return self._batch(self._call("statement.step-many", s[1], max_rows))
-
-    def execute_many(self, s: Any, rows: list[list[Any]]) -> int:
-        return int(self._call("statement.execute-many", s[1], rows))
-
-    def drop(self, h: Any) -> None:
-        self._call(h[0] + ".drop", h[1])
+def _dyn_open(cap: Any, path: str) -> int:
+    reply = cap.call("connection.open", path)
+    if isinstance(reply, dict) and "err" in reply:
+        raise _DynErr(int(reply["err"]["code"]), str(reply["err"]["message"]))
+    return int(reply["ok"] if isinstance(reply, dict) else reply)
 
 
 _backend: Any = None
@@ -324,8 +322,20 @@ def backend() -> Any:
     "embedded" or "dynlink"."""
     global _backend
     if _backend is None:
-        _backend = _Embedded(_wit) if _wit is not None else _Dynlink()
+        _backend = _Backend()
     return _backend
+
+
+def _call(fn: Any, *args: Any) -> Any:
+    """A call into the cap, its error as the DB-API exception."""
+    try:
+        return fn(*args)
+    except (_WitErr, _DynErr) as exc:
+        raise _raise(exc) from None
+
+
+def _drop(h: Any) -> None:
+    h.__exit__(None, None, None)
 
 
 def _skip_blank(sql: str) -> str:
@@ -352,38 +362,87 @@ class _Statement:
 
     __slots__ = ("h", "is_dml", "description", "_names", "in_use", "cached")
 
-    def __init__(self, b: Any, conn_h: Any, sql: str):
-        self.h = b.prepare(conn_h, sql)
+    def __init__(self, conn_h: Any, sql: str):
+        self.h = _call(conn_h.prepare, sql)
         head = _skip_blank(sql)[:7].lower()
         self.is_dml = head.startswith(("insert", "update", "delete", "replace"))
-        cols = b.stmt(self.h, "columns")
+        cols = _call(self.h.columns)
         self.description = tuple((c, None, None, None, None, None, None) for c in cols) if cols else None
         self._names: list[str | None] | None = None
         self.in_use = False
         self.cached = False
 
-    def names(self, b: Any) -> list[str | None]:
+    def names(self) -> list[str | None]:
         if self._names is None:
-            self._names = b.stmt(self.h, "parameter_names")
+            self._names = _call(self.h.parameter_names)
         return self._names
 
-    def bind_values(self, b: Any, params: Any) -> list[Any]:
+    def values(self, params: Any) -> list[Any]:
+        """``params`` checked and ordered for binding, as sqlite3 does it."""
         if isinstance(params, (list, tuple)):
-            return b.values(params)
-        if isinstance(params, dict) or (hasattr(params, "keys") and hasattr(params, "__getitem__")):
-            ordered = []
-            for i, name in enumerate(self.names(b), 1):
+            seq = params
+        elif isinstance(params, dict) or (hasattr(params, "keys") and hasattr(params, "__getitem__")):
+            seq = []
+            for i, name in enumerate(self.names(), 1):
                 if name is None or name.startswith("?"):
                     raise ProgrammingError(f"Binding {i} has no name, but you supplied a dictionary "
                                            "(which has only names).")
                 try:
-                    ordered.append(params[name[1:]])
+                    seq.append(params[name[1:]])
                 except KeyError:
                     raise ProgrammingError(f"You did not supply a value for binding parameter {name}.") from None
-            return b.values(ordered)
-        if isinstance(params, (str, bytes, bytearray)) or not hasattr(params, "__iter__"):
+        elif isinstance(params, (str, bytes, bytearray)) or not hasattr(params, "__iter__"):
             raise ProgrammingError("parameters are of unsupported type")
-        return b.values(list(params))
+        else:
+            seq = list(params)
+        return [_clean(i, v) for i, v in enumerate(seq, 1)]
+
+    def run(self, params: Any, max_rows: int) -> Any:
+        """Binds ``params`` and steps up to ``max_rows`` rows: returns
+        ``(rows, done, changes, lastrowid)``. (Cursor.execute inlines the
+        common case.)"""
+        if type(params) is tuple or type(params) is list:
+            try:
+                packed = _dumps(params, _MARSHAL_VERSION).decode("latin-1")
+            except ValueError:  # not marshallable: a type the cap does not take
+                packed = _pack(self.values(params))
+        else:
+            packed = _pack(self.values(params))
+        out = _loads(self.h.run_packed(packed, max_rows))
+        if out[0] is None:
+            return self.failed(out, params, max_rows)
+        return out
+
+    def failed(self, out: Any, params: Any, max_rows: int) -> Any:
+        """After an in-band failure ``out`` of run_packed: a value the cap
+        cannot bind is checked here (raising sqlite3's error, or binding the
+        cleaned values); anything else is raised."""
+        _, code, message, _ = out
+        if code == 21 and message.startswith("pylon-packed:"):
+            out = _loads(self.h.run_packed(_pack(self.values(params)), max_rows))
+            if out[0] is not None:
+                return out
+            _, code, message, _ = out
+        raise _error(code, message)
+
+    def many(self, rows: list[Any]) -> int:
+        """Runs the statement once per parameter row; the rows changed."""
+        try:
+            return int(self.h.execute_many_packed(_dumps(rows, _MARSHAL_VERSION).decode("latin-1")))
+        except ValueError:
+            pass
+        except (_WitErr, _DynErr) as exc:
+            if not _is_packing_error(exc):
+                raise _raise(exc) from None
+        # Nothing ran: check row by row, running the good rows before an error.
+        total, good = 0, []
+        try:
+            for params in rows:
+                good.append(self.values(params))
+        finally:
+            if good:
+                total = int(_call(self.h.execute_many_packed, _pack(good)))
+        return total
 
 
 class Row:
@@ -429,19 +488,21 @@ class Row:
 class Cursor:
     """A DB-API cursor: runs statements and hands out their rows."""
 
+    # Defaults at class level: a cursor per Connection.execute() is the
+    # common case, and each attribute set in __init__ costs the guest.
+    arraysize = 1
+    description: tuple[tuple[Any, ...], ...] | None = None
+    rowcount = -1
+    lastrowid: int | None = None
+    _stmt: _Statement | None = None
+    _rows: Any = ()
+    _pos = 0
+    _done = True
+    _closed = False
+
     def __init__(self, connection: Connection):
         self.connection = connection
-        self.arraysize = 1
-        self.description: tuple[tuple[Any, ...], ...] | None = None
-        self.rowcount = -1
-        self.lastrowid: int | None = None
         self.row_factory = connection.row_factory
-        self._b = connection._b
-        self._stmt: _Statement | None = None
-        self._rows: list[tuple[Any, ...]] = []
-        self._pos = 0
-        self._done = True
-        self._closed = False
 
     def _check(self) -> None:
         if self._closed:
@@ -457,61 +518,77 @@ class Cursor:
         if stmt.in_use and self.connection._h is not None:
             stmt.in_use = False
             try:
-                self._b.stmt(stmt.h, "reset")
+                _call(stmt.h.reset)
             except Error:
                 pass
         if not stmt.cached:
-            self._b.drop(stmt.h)
+            _drop(stmt.h)
 
     def execute(self, sql: str, parameters: Any = ()) -> Cursor:
         """Runs one statement with ``parameters`` (a sequence for ``?``, a
         mapping for named parameters). Returns the cursor."""
-        self._check()
-        self._release()
-        self.rowcount = -1
-        stmt = self.connection._statement(sql)
-        values = stmt.bind_values(self._b, parameters)
+        conn = self.connection
+        if self._closed or conn._h is None:
+            self._check()
+        if self._stmt is not None:
+            self._release()
+        stmt = conn._cache.get(sql)  # a non-str sql misses: _statement raises
+        if stmt is None or stmt.in_use:
+            stmt = conn._statement(sql)
         try:
-            rows, done, changes, lastrowid = self._b.run(stmt.h, values, _FIRST_BATCH)
+            t = type(parameters)
+            if t is tuple or t is list:
+                try:
+                    packed = _dumps(parameters, 2).decode("latin-1")
+                except ValueError:  # not marshallable: a type the cap does not take
+                    packed = _pack(stmt.values(parameters))
+            else:
+                packed = _pack(stmt.values(parameters))
+            rows, done, changes, lastrowid = _loads(stmt.h.run_packed(packed, _FIRST_BATCH))
+            if rows is None:
+                rows, done, changes, lastrowid = stmt.failed((rows, done, changes, lastrowid), parameters,
+                                                             _FIRST_BATCH)
         except BaseException:
-            self.connection._unuse(stmt)
+            self.rowcount = -1
+            conn._unuse(stmt)
             raise
         self.description = stmt.description
         self.lastrowid = lastrowid
-        if stmt.is_dml and done:
-            self.rowcount = changes
         self._rows, self._pos, self._done = rows, 0, done
         if done:
-            self.connection._unuse(stmt)
+            self.rowcount = changes if stmt.is_dml else -1
+            if not stmt.cached:
+                conn._unuse(stmt)
         else:
+            self.rowcount = -1
             stmt.in_use = True
             self._stmt = stmt
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Cursor:
-        """Runs a DML statement once per parameter set, in chunks of rows per
-        call into the cap."""
+        """Runs a DML statement once per parameter set: the parameter rows go
+        to the cap packed, up to 32768 per call."""
         self._check()
         self._release()
         self.rowcount = -1
-        stmt = self.connection._statement(sql)
-        b = self._b
+        conn = self.connection
+        stmt = conn._statement(sql)
         total = 0
         try:
-            chunk: list[list[Any]] = []
-            for params in seq_of_parameters:
-                chunk.append(stmt.bind_values(b, params))
-                if len(chunk) == _MANY_CHUNK:
-                    total += b.execute_many(stmt.h, chunk)
-                    chunk = []
-            if chunk:
-                total += b.execute_many(stmt.h, chunk)
+            if type(seq_of_parameters) is list:
+                seq = seq_of_parameters
+                for i in range(0, len(seq), _MANY_CHUNK):
+                    total += stmt.many(seq if len(seq) <= _MANY_CHUNK else seq[i:i + _MANY_CHUNK])
+            else:
+                it = iter(seq_of_parameters)
+                while chunk := list(itertools.islice(it, _MANY_CHUNK)):
+                    total += stmt.many(chunk)
         except ProgrammingError as exc:
             if "can only execute DML" in str(exc):
                 raise ProgrammingError("executemany() can only execute DML statements.") from None
             raise
         finally:
-            self.connection._unuse(stmt)
+            conn._unuse(stmt)
         self.description = None
         self.rowcount = total if stmt.is_dml else -1
         # lastrowid is left as it was, as sqlite3's executemany() does.
@@ -526,31 +603,46 @@ class Cursor:
         if "\0" in sql_script:
             raise ProgrammingError("the query contains a null character")
         self.connection.commit()
-        self._b.conn(self.connection._h, "execute", sql_script)
+        _call(self.connection._h.execute, sql_script)
         self.description = None
         self.rowcount = -1
         return self
 
+    def _more(self, max_rows: int) -> bool:
+        """Fetches the next batch into ``_rows``; False when there is none."""
+        stmt = self._stmt
+        if self._done or stmt is None:
+            return False
+        reply = _loads(stmt.h.step_packed(max_rows).encode("latin-1"))
+        rows, done = reply[0], reply[1]
+        if rows is None:  # the error in band: (None, code, message, 0)
+            self._stmt = None
+            self._done = True
+            stmt.in_use = False
+            self.connection._unuse(stmt)
+            raise _error(reply[1], reply[2])
+        self._rows, self._pos, self._done = rows, 0, done
+        if done:
+            self._stmt = None
+            stmt.in_use = False
+            self.connection._unuse(stmt)
+        return bool(rows)
+
     def _next(self) -> Any:
-        if self._pos >= len(self._rows):
-            if self._done:
-                return None
-            rows, done, _, _ = self._b.step_many(self._stmt.h, _NEXT_BATCH)  # type: ignore[union-attr]
-            self._rows, self._pos, self._done = rows, 0, done
-            if done:
-                stmt, self._stmt = self._stmt, None
-                if stmt is not None:
-                    stmt.in_use = False
-                    self.connection._unuse(stmt)
-            if not rows:
-                return None
+        if self._pos >= len(self._rows) and not self._more(_NEXT_BATCH):
+            return None
         row = self._rows[self._pos]
         self._pos += 1
         factory = self.row_factory
         return factory(self, row) if factory is not None else row
 
     def fetchone(self) -> Any:
-        self._check()
+        if self._closed or self.connection._h is None:
+            self._check()
+        if self._pos < len(self._rows) and self.row_factory is None:
+            row = self._rows[self._pos]
+            self._pos += 1
+            return row
         return self._next()
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
@@ -566,21 +658,28 @@ class Cursor:
 
     def fetchall(self) -> list[Any]:
         self._check()
-        out = []
-        while True:
-            if self._pos < len(self._rows) and self.row_factory is None:
-                out.extend(self._rows[self._pos:])  # a batch at a time, not a row
-                self._pos = len(self._rows)
-            row = self._next()
-            if row is None:
-                return out
-            out.append(row)
+        out = self._rows[self._pos:] if self._pos else self._rows
+        self._rows, self._pos = [], 0
+        while self._more(_ALL_BATCH):
+            if out:
+                out.extend(self._rows)
+            else:
+                out = self._rows
+            self._rows = []
+        self._rows, self._pos = [], 0
+        if not out:
+            out = []
+        factory = self.row_factory
+        if factory is not None:
+            return [factory(self, row) for row in out]
+        return out
 
     def __iter__(self) -> Cursor:
         return self
 
     def __next__(self) -> Any:
-        self._check()
+        if self._closed or self.connection._h is None:
+            self._check()
         row = self._next()
         if row is None:
             raise StopIteration
@@ -601,10 +700,12 @@ class Cursor:
 class Connection:
     """A DB-API connection. Use :func:`connect`."""
 
-    def __init__(self, database: Any, isolation_level: str | None = "", **_ignored: Any):
-        self._b = backend()
+    def __init__(self, database: Any, isolation_level: str | None = "", cached_statements: int = _CACHE_SIZE,
+                 **_ignored: Any):
+        b = backend()
         self.row_factory: Any = None
         self._cache: dict[str, _Statement] = {}
+        self._cache_size = max(0, int(cached_statements))
         self._h: Any = None
         path = os.fspath(database)
         if isinstance(path, bytes):
@@ -612,7 +713,7 @@ class Connection:
         if path not in (":memory:", ""):
             # The cap has no idea of the guest's working directory.
             path = os.path.abspath(path)
-        self._h = self._b.open(path)
+        self._h = b.open(path)
         self._isolation_level: str | None = None
         self.isolation_level = isolation_level
 
@@ -634,53 +735,55 @@ class Connection:
         self._check()
         if level is None:
             self.commit()  # as sqlite3 does when switching to autocommit
-        self._b.conn(self._h, "set_implicit_begin", None if level is None else f"BEGIN {level}".strip())
+        self._h.set_implicit_begin(None if level is None else f"BEGIN {level}".strip())
         self._isolation_level = level
 
     @property
     def in_transaction(self) -> bool:
         self._check()
-        return bool(self._b.conn(self._h, "in_transaction"))
+        return bool(self._h.in_transaction())
 
     @property
     def total_changes(self) -> int:
         self._check()
-        return int(self._b.conn(self._h, "total_changes"))
+        return int(self._h.total_changes())
 
     def _statement(self, sql: str) -> _Statement:
+        """A statement for ``sql``: the cached one when it is free, else a
+        fresh one (cached if ``sql`` is not, the oldest free entry evicted
+        past the cache size)."""
         if not isinstance(sql, str):
             raise TypeError(f"execute() argument 1 must be str, not {type(sql).__name__}")
+        self._check()
         stmt = self._cache.get(sql)
         if stmt is not None and not stmt.in_use:
-            # Move to the end: the cache evicts the least recently used.
-            del self._cache[sql]
-            self._cache[sql] = stmt
             return stmt
         if "\0" in sql:
             raise ProgrammingError("the query contains a null character")
-        fresh = _Statement(self._b, self._h, sql)
-        if stmt is None:
+        fresh = _Statement(self._h, sql)
+        if stmt is None and self._cache_size:
             fresh.cached = True
             self._cache[sql] = fresh
-            if len(self._cache) > _CACHE_SIZE:
+            if len(self._cache) > self._cache_size:
                 for key, old in list(self._cache.items()):
                     if not old.in_use:
                         del self._cache[key]
-                        self._b.drop(old.h)
+                        old.cached = False
+                        _drop(old.h)
                         break
         return fresh
 
     def _unuse(self, stmt: _Statement) -> None:
         stmt.in_use = False
         if not stmt.cached and self._h is not None:
-            self._b.drop(stmt.h)
+            _drop(stmt.h)
 
     def cursor(self, factory: Any = None) -> Cursor:
         self._check()
         return (factory or Cursor)(self)
 
     def execute(self, sql: str, parameters: Any = ()) -> Cursor:
-        return self.cursor().execute(sql, parameters)
+        return Cursor(self).execute(sql, parameters)
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Cursor:
         return self.cursor().executemany(sql, seq_of_parameters)
@@ -690,11 +793,11 @@ class Connection:
 
     def commit(self) -> None:
         self._check()
-        self._b.conn(self._h, "commit")
+        _call(self._h.commit)
 
     def rollback(self) -> None:
         self._check()
-        self._b.conn(self._h, "rollback")
+        _call(self._h.rollback)
 
     def close(self) -> None:
         """Closes the database; an open transaction is rolled back, as in sqlite3."""
@@ -703,11 +806,11 @@ class Connection:
             return
         cache, self._cache = self._cache, {}
         for stmt in cache.values():
-            self._b.drop(stmt.h)
+            _drop(stmt.h)
         try:
-            self._b.conn(h, "close")
+            _call(h.close)
         finally:
-            self._b.drop(h)
+            _drop(h)
 
     def __enter__(self) -> Connection:
         return self
@@ -737,4 +840,4 @@ def connect(database: Any, timeout: float = 5.0, detect_types: int = 0, isolatio
         raise NotSupportedError("detect_types (converters) is not supported by pylon_guest.sqlite")
     if uri:
         raise NotSupportedError("URI filenames are not supported by pylon_guest.sqlite")
-    return (factory or Connection)(database, isolation_level=isolation_level)
+    return (factory or Connection)(database, isolation_level=isolation_level, cached_statements=cached_statements)
