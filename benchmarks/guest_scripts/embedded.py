@@ -1,7 +1,7 @@
 """Embedded caps in one run of the stock (fat) guest: crc32c embedded vs
-dynlink, SQLite and zstd through pylon_guest.sqlite / pylon_guest.zstd, and
-where the time goes (a no-op typed call, value conversion vs the component
-call).
+dynlink, SQLite through pylon_guest.sqlite and through the guest's built-in
+sqlite3, zstd through pylon_guest.zstd, and where the time goes (a no-op typed
+call, packing vs the component call).
 
 argv: OUT.json DATA REPEATS. DATA is the 16 MiB zstd / crc32c input (made by
 the host, on a preopened folder). Timings are in seconds per sample
@@ -29,6 +29,16 @@ def py_noop():
     return None
 
 
+def _builtin_filled():
+    import sqlite3  # noqa: PLC0415
+
+    c = sqlite3.connect(":memory:")
+    c.execute(work.SCHEMA)
+    c.executemany(work.INSERT, work.make_rows())
+    c.commit()
+    return c
+
+
 # -- crc32c: embedded vs dynlink, one run -------------------------------------
 TINY = b"123456789"
 assert crc32c.crc32c(TINY) == crc32c_dynlink.crc32c(TINY) == 0xE3069283
@@ -44,70 +54,67 @@ out["crc32c_16mib_ns"] = side_by_side({
     "dynlink": lambda: crc32c_dynlink.crc32c(data),
 }, target_s=0.3, repeats=5)
 
-# -- SQLite through pylon_guest.sqlite, then where the time goes -----------------
+# -- SQLite: pylon_guest.sqlite and the guest's built-in sqlite3, interleaved ------
+# The built-in is CPython's own _sqlite3 with the SQLite componentize-py
+# compiles into libpython: the same workload, the same interpreter, one run.
+import sqlite3 as builtin_sqlite3  # noqa: E402
+
 out["sqlite"], out["sqlite_check"] = work.sqlite_suite(sqlite, repeats)
+out["sqlite_builtin"], out["sqlite_builtin_check"] = work.sqlite_suite(builtin_sqlite3, repeats)
+again, _ = work.sqlite_suite(sqlite, repeats)
+for key, xs in again.items():  # both sides of the built-in run, pooled
+    out["sqlite"][key] += xs
+out["sqlite_builtin_version"] = builtin_sqlite3.sqlite_version
 
 b = sqlite.backend()
 diag = {}
 if b.name == "embedded":
-    w = sqlite._wit
-    Int = w.Value_Integer
+    import marshal
+
     conn = sqlite.connect(":memory:")
-    wconn = conn._h  # the typed connection resource
     rows = work.make_rows()
-
-    def fresh_table():
-        conn.execute("drop table if exists t")
-        conn.execute(work.SCHEMA)
-        conn.commit()
-
-    # executemany = Python-side conversion of every value to the WIT variant +
-    # one execute-many call per 4096 rows (lowering, then SQLite in the cap).
-    diag["convert_100k"] = work.samples(lambda: [b.values(p) for p in rows], repeats)
-    chunks = [[b.values(p) for p in rows[i:i + 4096]] for i in range(0, len(rows), 4096)]
-    fresh_table()
-    ins = wconn.prepare(work.INSERT)  # re-prepared by SQLite after each fresh_table()
-
-    def raw_insert():
-        for chunk in chunks:
-            ins.execute_many(chunk)
-        wconn.commit()
-
-    diag["insert_raw_100k"] = work.samples(raw_insert, repeats, fresh_table)
-    ins.finalize()
-    # Point select: the DB-API path, the backend without cursor, the raw call.
+    conn.execute(work.SCHEMA)
+    conn.executemany(work.INSERT, rows)
+    conn.commit()
+    # executemany = marshal.dumps of each 32768-row chunk (+ Latin-1 decode)
+    # + one execute-many-packed call per chunk (the copy into the cap, the
+    # parse, SQLite).
+    diag["pack_100k"] = work.samples(lambda: marshal.dumps(rows, 2).decode("latin-1"), repeats)
+    # Point select: the DB-API path, its pieces, and a no-op typed call.
     sel = conn._statement(work.SELECT)
-    conn._unuse(sel)
     k = work.select_keys()[-1]
-    assert b.run(sel.h, b.values((k,)), 64)[0] == [conn.execute(work.SELECT, (k,)).fetchone()]
+    packed = marshal.dumps((k,), 2).decode("latin-1")
+    reply = sel.h.run_packed(packed, 64)
+    assert marshal.loads(reply)[0] == [conn.execute(work.SELECT, (k,)).fetchone()]
     diag["select_ns"] = side_by_side({
         "full": lambda: conn.execute(work.SELECT, (k,)).fetchone(),
-        "backend": lambda: b.run(sel.h, b.values((k,)), 64),
-        "raw": lambda: sel.h.run([Int(k)], 64),
-        "noop_typed": lambda: wconn.in_transaction(),
+        "raw": lambda: sel.h.run_packed(packed, 64),
+        "pack": lambda: marshal.dumps((k,), 2).decode("latin-1"),
+        "unpack": lambda: marshal.loads(reply),
+        "noop_typed": lambda: conn._h.in_transaction(),
         "py_call": py_noop,
     }, target_s=0.15, repeats=7)
-    # The scan: lifting 100k rows of WIT values vs turning them into tuples.
+    # The scan: one step-packed call for the 100k rows vs marshal.loads.
     scan = conn._statement(work.SCAN)
-    conn._unuse(scan)
-    diag["scan_raw_100k"] = work.samples(lambda: scan.h.run([], 200_000), repeats)
-    lifted = scan.h.run([], 200_000).rows
-    diag["scan_rows_100k"] = work.samples(lambda: b.rows(lifted), repeats)
-    del lifted
-    # Creating a Python object in the guest, which conversion and lifting do
-    # once per value; and the cyclic GC's share of the big loops (paused here
-    # only to measure it: pylon_guest.sqlite never touches the collector).
-    diag["alloc_ns"] = side_by_side({"value_integer": lambda: Int(1), "py_call": py_noop},
-                                    target_s=0.15, repeats=7)
+    empty = marshal.dumps((), 2).decode("latin-1")
 
-    def insert():
-        conn.executemany(work.INSERT, rows)
-        conn.commit()
+    def scan_raw():
+        scan.h.run_packed(empty, 0)
+        return scan.h.step_packed(1 << 30)
 
+    diag["scan_raw_100k"] = work.samples(scan_raw, repeats)
+    blob = scan_raw().encode("latin-1")
+    diag["scan_bytes"] = len(blob)
+    diag["scan_loads_100k"] = work.samples(lambda: marshal.loads(blob), repeats)
+    del blob
+    # The cyclic GC's share of the big loops (paused here only to measure
+    # it: pylon_guest.sqlite never touches the collector).
     gc.disable()
     try:
-        diag["insert_gc_off"] = work.samples(insert, repeats, fresh_table)
         diag["fetchall_gc_off"] = work.samples(lambda: conn.execute(work.SCAN).fetchall(), repeats)
+        builtin_conn = _builtin_filled()
+        diag["fetchall_builtin_gc_off"] = work.samples(lambda: builtin_conn.execute(work.SCAN).fetchall(), repeats)
+        builtin_conn.close()
     finally:
         gc.enable()
     conn.close()
