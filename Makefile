@@ -24,8 +24,10 @@ demo: setup
 test: setup test-engine
 	$(RUN) python -m pytest -q
 
-# The engine's own unit tests (compile cache, limiter), on real wasmtime.
+# The engine's own unit tests (compile cache, limiter, the adapter patch), on real
+# wasmtime. patch-crates.sh: engine/Cargo.toml's [patch] needs its symlinks.
 test-engine: install
+	scripts/patch-crates.sh
 	cd engine && CARGO_TARGET_DIR="$${PYLON_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/pylon}/cargo-target" \
 		RUST_BACKTRACE= cargo test --quiet
 
@@ -50,5 +52,6 @@ lint: install
 	export MYPY_CACHE_DIR="$${PYLON_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/pylon}/mypy-cache" && \
 		$(RUN) mypy --strict && \
 		$(RUN) python -m mypy.stubtest --mypy-config-file pyproject.toml --allowlist stubtest-allowlist.txt pylon._engine
+	scripts/patch-crates.sh
 	cd engine && export CARGO_TARGET_DIR="$${PYLON_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/pylon}/cargo-target" && \
 		cargo fmt --check && cargo clippy --release -- -D warnings

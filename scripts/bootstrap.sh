@@ -4,7 +4,9 @@
 #   1. a virtualenv in the cache folder (outside the clone) with Pylon's
 #      Python dependencies and build tools from the registries;
 #   2. the engine wheel, built by maturin only when its sources changed
-#      (keyed by their hash), with cargo's target dir in the cache too;
+#      (keyed by their hash, engine/patches/ included), with cargo's target
+#      dir in the cache too, after scripts/patch-crates.sh has prepared the
+#      patched crates engine/Cargo.toml's [patch] section points at;
 #   3. that wheel installed into the virtualenv.
 #
 # Prints the virtualenv's bin folder on the last line of stdout.
@@ -40,6 +42,9 @@ PY
   touch "$venv/.deps-$deps_key"
 fi
 
+# Patched dependency crates (engine/patches/) before anything runs cargo; the
+# patches are part of the engine's sources, so of its key.
+"$root/scripts/patch-crates.sh"
 engine_key=$(hash_of pyproject.toml engine python wit/dynlink)
 wheel_dir="$cache/wheels/$engine_key"
 if [ ! -f "$venv/.engine-$engine_key" ]; then

@@ -20,8 +20,9 @@
 //!   from the verified blob.
 //!
 //! Keys are `<blob sha256 hex>-<engine key>`, where the engine key is the
-//! sha256 of wasmtime's compatibility hash and version, so a config change or
-//! an upgrade never loads stale code. The tag covers the key too: an
+//! sha256 of wasmtime's compatibility hash and version and of our patches to
+//! wasmtime's crates (engine/patches/, hashed by build.rs), so a config
+//! change, an upgrade or a changed patch never loads stale code. The tag covers the key too: an
 //! artifact renamed to another blob's key fails. Files are written through a
 //! uniquely named temp file (safe with concurrent threads and processes),
 //! fsynced, then renamed into place.
@@ -56,6 +57,8 @@ const HEADER_LEN: usize = MAGIC.len() + TAG_LEN;
 /// Artifacts from this size on are checked in sealed memory ([`SealedBytes`]);
 /// smaller ones are simply read into a buffer (cap artifacts are tens of KiB).
 const SEAL_FROM_BYTES: usize = 4 << 20;
+/// sha256 of engine/patches/ at build time (build.rs), part of every key.
+const CRATE_PATCHES: &str = env!("PYLON_CRATE_PATCHES");
 /// Name of the per-install secret inside the cache folder.
 const KEY_FILE: &str = "artifact.key";
 
@@ -218,6 +221,10 @@ impl CompileCache {
         let mut hasher = Sha256Hasher(Sha256::new());
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
         hasher.write(crate::py_api::WASMTIME_VERSION.as_bytes());
+        // Our patches to wasmtime's crates change the code it generates (the
+        // fused adapters: engine/patches/), which the compatibility hash does
+        // not cover; build.rs hashes them.
+        hasher.write(CRATE_PATCHES.as_bytes());
         let engine_key = hex::encode(hasher.0.finalize());
         let disk = match dir {
             Some(dir) => {
