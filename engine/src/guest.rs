@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use wasmtime::component::{ComponentExportIndex, InstancePre, Linker, Resource, TypedFunc};
+use wasmtime::component::{
+    ComponentExportIndex, InstancePre, Linker, Resource, TypedFunc, WasmList,
+};
 use wasmtime::error::Context;
 use wasmtime::StoreContextMut;
 use wasmtime::{format_err, Result};
@@ -14,7 +16,9 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi_io::bindings::wasi::io::poll::{Host as PollHost, HostPollable};
 
 use crate::bindings::host::DynlinkHost;
+use crate::bindings::DynError;
 use crate::engine::Shared;
+use crate::hostcap::CapInstance;
 use crate::limits::{Limiter, RunControl, RunSignal, Stop, Stopped};
 use crate::linker::{GuestState, RunContext};
 use crate::output::{Output, OutputMode};
@@ -135,9 +139,48 @@ pub fn guest_linker(shared: &Shared) -> Result<Linker<GuestState>> {
             bounded_wait(&control, HostPollable::block(table, pollable))
         },
     )?;
+    // `instance.invoke` as bindgen generates it lifts the payload into a Vec
+    // and the cap's call copies that Vec again into the cap's memory. This
+    // version takes the payload as a `WasmList` (bounds and alignment checked
+    // on lift, nothing copied) and hands the cap a view of the guest's
+    // memory: one copy per request instead of two. The reply still crosses
+    // as a Vec (lifted from the cap, lowered into the guest): a host function
+    // must return owned values, and the guest's realloc runs only after it
+    // returns, so there is nowhere to write the reply to earlier.
+    let mut dynlink = linker.instance(DYNLINK_LINKER)?;
+    dynlink.func_wrap(
+        "[method]instance.invoke",
+        |mut store: StoreContextMut<'_, GuestState>,
+         (this, method, payload): (Resource<CapInstance>, String, WasmList<u8>)|
+         -> Result<(Result<Vec<u8>, DynError>,)> {
+            let view = payload.as_le_slice(&store);
+            let (ptr, len) = (view.as_ptr(), view.len());
+            // SAFETY: `view` borrows the guest's store, yet the call below
+            // needs `&mut GuestState` (the cap lives in its resource table).
+            // The bytes stay valid and unchanged for the whole call: they are
+            // in the guest's linear memory, not in `GuestState`; the guest is
+            // suspended in this host call, so no guest code runs (it cannot
+            // write, grow or free that memory); components have no shared
+            // memories, so no other thread can; and nothing on the path
+            // touches the guest's store: a wasm cap runs in its own Store
+            // with its own memory and only WASI imports, and a host cap
+            // copies the payload into a Python `bytes` before any Python
+            // code runs (src/hostcap.rs). The slice is not used after
+            // `invoke_cap` returns, before anything (the reply's lowering,
+            // which runs the guest's realloc) may touch the memory again.
+            let payload = unsafe { std::slice::from_raw_parts(ptr, len) };
+            store
+                .data_mut()
+                .invoke_cap(&this, &method, payload)
+                .map(|reply| (reply,))
+        },
+    )?;
     linker.allow_shadowing(false);
     Ok(linker)
 }
+
+/// The `compose:dynlink/linker` instance (wit/dynlink).
+const DYNLINK_LINKER: &str = "compose:dynlink/linker@0.1.0";
 
 /// The `wasi:io/poll` instance wasmtime-wasi defines.
 const WASI_POLL: &str = "wasi:io/poll@0.2.12";

@@ -211,20 +211,37 @@ impl Host for GuestState {
     }
 }
 
+impl GuestState {
+    /// `instance.invoke`: calls the cap behind `this` with `payload`, which
+    /// the guest linker passes as a view of the guest's own memory
+    /// (src/guest.rs), so the request is copied once, into the cap.
+    pub fn invoke_cap(
+        &mut self,
+        this: &Resource<CapInstance>,
+        method: &str,
+        payload: &[u8],
+    ) -> Result<Result<Vec<u8>, DynError>> {
+        let control = self.control.clone();
+        match self.table.get_mut(this) {
+            Ok(cap) => cap.invoke(method, payload, &control),
+            Err(e) => Ok(Err(DynError::NotFound(format!(
+                "stale instance handle: {e}"
+            )))),
+        }
+    }
+}
+
 impl HostInstance for GuestState {
+    // Shadowed in the guest linker by a version that does not lift the
+    // payload into a Vec (src/guest.rs); kept for the trait and as the
+    // reference behaviour.
     fn invoke(
         &mut self,
         this: Resource<CapInstance>,
         method: String,
         payload: Vec<u8>,
     ) -> Result<Result<Vec<u8>, DynError>> {
-        let control = self.control.clone();
-        match self.table.get_mut(&this) {
-            Ok(cap) => cap.invoke(&method, &payload, &control),
-            Err(e) => Ok(Err(DynError::NotFound(format!(
-                "stale instance handle: {e}"
-            )))),
-        }
+        self.invoke_cap(&this, &method, &payload)
     }
 
     fn shim(&mut self, this: Resource<CapInstance>) -> Result<Option<String>> {
