@@ -4,11 +4,14 @@ plus the host -> provider leg from Python (our engine) and native CPython.
 256 MiB needs the cap's plan limits raised (memory-mb 1024, max-payload-mb 300),
 so the guest runs with a copy of the default plan that raises them.
 
-Sizes up to 16 MiB share one guest run; 256 MiB gets a run of its own (still
-both routes side by side in it): after the smaller sizes, a 256 MiB composed
-call in the same run aborts inside componentize-py's runtime
-(``PyGILState_Release`` fatal error under ``wit_dylib_pop_list``, seen with
-componentize-py 0.25.1), while 256 MiB alone, or after one small size, works.
+Each size gets a guest run of its own (both routes side by side in it): after
+many calls at one size, calls at a larger size in the same run abort inside
+componentize-py's runtime (``PyGILState_Release`` fatal error under
+``wit_dylib_pop_list``, componentize-py 0.25.1; reproduced with a fixed call
+sequence: 2000 64 KiB calls, then 40 + 80 16 MiB calls, both routes
+interleaved), or run 2-3x slower when they do not abort. A size measured alone
+gives the figure a probe gives (docs/benchmarks.md, "Bulk copies across the cap
+boundary").
 """
 
 from __future__ import annotations
@@ -20,20 +23,15 @@ import _common as c
 
 SIZES = [1 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20]
 HOST_SIZES = [1 << 20, 16 << 20]
-#: Sizes from here on run in a guest run of their own (see above).
-SEPARATE_RUN = 256 << 20
 
 
 def run(st: c.Stock, composed: c.Composed, sizes: list[int] = SIZES) -> dict:
     out: dict = {"guest": {}, "host_engine": {}, "native": {}}
     with tempfile.TemporaryDirectory(prefix="pylon-bench-") as tmp:
         plan = c.plan_with_limits(st, Path(tmp) / "plan.json", memory_mb=1024, max_payload_mb=300)
-        for group in ([s for s in sizes if s < SEPARATE_RUN], [s for s in sizes if s >= SEPARATE_RUN]):
-            if not group:
-                continue
-            c.log(f"throughput in the composed guest: {', '.join(label(s) for s in group)}")
-            guest = c.run_guest_script(composed.path, composed.digest, "throughput.py", [str(s) for s in group],
-                                       plan=plan)
+        for size in sizes:
+            c.log(f"throughput in the composed guest: {label(size)}")
+            guest = c.run_guest_script(composed.path, composed.digest, "throughput.py", [str(size)], plan=plan)
             out["guest"].update({int(k): v for k, v in guest.items()})
 
     c.log("throughput: host -> provider (our engine) and native")
