@@ -31,6 +31,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_portable  # noqa: E402  (the wasmtime-py host and the compiled portable guest)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -115,71 +120,27 @@ CONFIGS: dict[str, dict[str, object]] = {
 QUICK = ("wasmtime defaults", "+ epoch interruption", "ours: epoch, exceptions, 2 MiB stack")
 
 
-def _config(settings: dict[str, object]):  # -> wasmtime.Config
+def _config(settings: dict[str, object]) -> Any:
+    """A ``wasmtime.Config`` with ``settings`` (and wasm exceptions, as every side has)."""
     from wasmtime import Config
 
     config = Config()
-    config.wasm_exceptions = True  # the guest's libc may use it; present on every side
+    config.wasm_exceptions = True
     for key, value in settings.items():
         setattr(config, key, value)
+    # bench_portable.host_main sets an epoch deadline when the config checks epochs.
+    config._pylon_epochs = bool(settings.get("epoch_interruption"))
     return config
 
 
 def host_main(config_name: str, cwasm: str, folder: str, rounds: str) -> int:
-    """One run of the portable guest under wasmtime-py with ``config_name``."""
-    from wasmtime import Engine, ExitTrap, Store, WasiConfig
-    from wasmtime.component import Component, Linker
-
-    settings = CONFIGS[config_name]
-    engine = Engine(_config(settings))
-    component = Component.deserialize_file(engine, cwasm)
-    linker = Linker(engine)
-    linker.add_wasip2()
-    store = Store(engine)
-    if settings.get("epoch_interruption"):
-        store.set_epoch_deadline(1 << 40)  # checked, never reached: the cost of the checks alone
-    wasi = WasiConfig()
-    wasi.argv = ["pylon", f"{folder}/suite.py", rounds]
-    wasi.inherit_stdout()
-    wasi.inherit_stderr()
-    wasi.preopen_dir(folder, folder)
-    store.set_wasi(wasi)
-    instance = linker.instantiate(store, component)
-    run = instance.get_func(store, instance.get_export_index(
-        store, "run", instance.get_export_index(store, "wasi:cli/run@0.2.12")))
-    try:
-        run(store)
-    except ExitTrap as exc:
-        return exc.code
-    return 0
-
-
-def _composectl(*args: str) -> str:
-    result = subprocess.run([str(BIN / "composectl"), *args], capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"composectl {' '.join(args)} failed:\n{result.stderr}")
-    return result.stdout
+    """One run of the suite in the portable guest under wasmtime-py with ``config_name``."""
+    return bench_portable.host_main(cwasm, [f"{folder}/suite.py", rounds], folder, _config(CONFIGS[config_name]))
 
 
 def _compiled(portable: Path, digest: str, config_name: str) -> Path:
-    """The portable guest compiled by wasmtime-py under ``config_name``, cached in the build cache."""
-    sys.path.insert(0, str(REPO / "python"))
-    from wasmtime import Engine
-    from wasmtime.component import Component
-
-    from pylon.build import toolchain
-
-    version = importlib.metadata.version("wasmtime")
     slug = "".join(ch if ch.isalnum() else "-" for ch in config_name).strip("-")
-    out = toolchain.output_dir(f"interp-wasmtime-py-{version}-{slug}", digest.removeprefix("sha256:")[:16])
-    cwasm = out / "pylon-portable.cwasm"
-    if not cwasm.exists():
-        print(f"  .. compiling the portable guest for {config_name!r} (once)", file=sys.stderr)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = cwasm.with_suffix(".tmp")
-        tmp.write_bytes(Component.from_file(Engine(_config(CONFIGS[config_name])), str(portable)).serialize())
-        os.replace(tmp, cwasm)
-    return cwasm
+    return bench_portable._compiled(portable, digest, _config(CONFIGS[config_name]), label=f"interp-{slug}")
 
 
 def _json_of(cmd: list[str]) -> dict[str, float]:
@@ -200,8 +161,8 @@ def main() -> None:
         sys.exit(host_main(*args.host))
 
     print("  .. composectl setup and build --portable (cached after the first time)", file=sys.stderr)
-    _composectl("setup")
-    digest, path = _composectl("build", "--portable").split()
+    bench_portable._composectl("setup")
+    digest, path = bench_portable._composectl("build", "--portable").split()
     names = [n for n in CONFIGS if not args.quick or n in QUICK]
     cwasms = {n: _compiled(Path(path), digest, n) for n in names}
 

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -67,16 +68,23 @@ print(json.dumps({
 
 # -- the wasmtime-py host (run in a process of its own) ------------------------------
 
-def host_main(cwasm: str, guest_argv: list[str], preopen: str | None) -> int:
-    """One run of the portable guest, as a user's Python program would do it."""
+def host_main(cwasm: str, guest_argv: list[str], preopen: str | None, config: Any = None) -> int:
+    """One run of the portable guest, as a user's Python program would do it.
+
+    ``config``: a ``wasmtime.Config`` the guest was compiled with (see
+    :func:`_compiled`); default wasmtime's defaults.
+    """
     from wasmtime import Engine, ExitTrap, Store, WasiConfig
     from wasmtime.component import Component, Linker
 
-    engine = Engine()
+    epochs = config is not None and getattr(config, "_pylon_epochs", False)
+    engine = Engine(config) if config is not None else Engine()
     component = Component.deserialize_file(engine, cwasm)
     linker = Linker(engine)
     linker.add_wasip2()
     store = Store(engine)
+    if epochs:
+        store.set_epoch_deadline(1 << 40)  # checked, never reached: the cost of the checks alone
     wasi = WasiConfig()
     wasi.argv = ["pylon", *guest_argv]
     wasi.inherit_stdout()
@@ -103,8 +111,9 @@ def _composectl(*args: str) -> str:
     return result.stdout
 
 
-def _compiled(portable: Path, digest: str) -> Path:
-    """The portable guest compiled by wasmtime-py, serialized once into the build cache."""
+def _compiled(portable: Path, digest: str, config: Any = None, label: str = "") -> Path:
+    """The portable guest compiled by wasmtime-py (with ``config``, named ``label``
+    in the cache), serialized once into the build cache."""
     sys.path.insert(0, str(REPO / "python"))
     from wasmtime import Engine
     from wasmtime.component import Component
@@ -112,13 +121,15 @@ def _compiled(portable: Path, digest: str) -> Path:
     from pylon.build import toolchain
 
     version = importlib.metadata.version("wasmtime")
-    out = toolchain.output_dir(f"portable-wasmtime-py-{version}", digest.removeprefix("sha256:")[:16])
+    name = f"portable-wasmtime-py-{version}" + (f"-{label}" if label else "")
+    out = toolchain.output_dir(name, digest.removeprefix("sha256:")[:16])
     cwasm = out / "pylon-portable.cwasm"
     if not cwasm.exists():
-        print(f"  .. compiling the portable guest with wasmtime-py {version} (once)", file=sys.stderr)
+        print(f"  .. compiling the portable guest with wasmtime-py {version} {label} (once)", file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
         tmp = cwasm.with_suffix(".tmp")
-        tmp.write_bytes(Component.from_file(Engine(), str(portable)).serialize())
+        engine = Engine(config) if config is not None else Engine()
+        tmp.write_bytes(Component.from_file(engine, str(portable)).serialize())
         os.replace(tmp, cwasm)
     return cwasm
 
