@@ -402,23 +402,32 @@ class Client:
 
     def _request(self, method: str, url: str, what: str, **kwargs: Any) -> Any:
         """One request through oras (auth included); registry failures become FetchError."""
+        with self._registry_errors(what, FetchError):
+            return self._registry.do_request(url, method, **kwargs)
+
+    @contextmanager
+    def _registry_errors(self, what: str, error: type[BlobError]) -> Iterator[None]:
+        """Turns what oras and requests raise into ``error`` with a message for the user.
+
+        A pull raises FetchError (the blob store then tries the next source), a push BlobError.
+        """
         import requests
 
         try:
-            return self._registry.do_request(url, method, **kwargs)
+            yield
         except BlobError as exc:  # a refused redirect
-            raise FetchError(f"{what}: {exc}") from exc
+            raise error(f"{what}: {exc}") from exc
         except ValueError as exc:
             if "authentication" in str(exc):
-                raise FetchError(f"{what}: {self._auth_hint(401)}") from None
-            raise FetchError(f"{what}: {exc}") from exc
+                raise error(f"{what}: {self._auth_hint(401)}") from None
+            raise error(f"{what}: {exc}") from exc
         except requests.exceptions.ConnectionError as exc:
-            raise FetchError(f"{what}: cannot connect to the registry at {self.scheme}://{self.host} "
-                             f"({_short_cause(exc)})") from None
+            raise error(f"{what}: cannot connect to the registry at {self.scheme}://{self.host} "
+                        f"({_short_cause(exc)})") from None
         except requests.exceptions.Timeout:
-            raise FetchError(f"{what}: the registry at {self.host} did not answer in time") from None
+            raise error(f"{what}: the registry at {self.host} did not answer in time") from None
         except requests.exceptions.RequestException as exc:
-            raise FetchError(f"{what}: {type(exc).__name__}: {_short_cause(exc)}") from None
+            raise error(f"{what}: {type(exc).__name__}: {_short_cause(exc)}") from None
 
     def _auth_hint(self, status: int) -> str:
         config = docker_config_path()
@@ -542,8 +551,6 @@ class Client:
 
     def _push(self, file: Path, layer_type: str, config: bytes, config_type: str,
               ref: Reference, digest: str) -> Artifact:
-        import requests
-
         if ref.tag is None or ref.digest is not None:
             raise PlanError(f"push needs a tag and no digest: {ref} (oci://HOST/REPO:TAG)")
         what = f"cannot push {file} to {ref}"
@@ -555,18 +562,11 @@ class Client:
             link.symlink_to(file.resolve())
             config_file = Path(tmp) / "config.json"
             config_file.write_bytes(config)
-            try:
+            with self._registry_errors(what, BlobError):
                 response = self._registry.push(
                     f"{self.host}/{ref.repository}:{ref.tag}", files=[f"{link}:{layer_type}"],
                     manifest_config=f"{config_file}:{config_type}", disable_path_validation=True,
                     quiet=True)
-            except ValueError as exc:
-                if "authentication" in str(exc):
-                    raise BlobError(f"{what}: {self._auth_hint(401)}") from None
-                raise BlobError(f"{what}: {exc}") from None
-            except requests.exceptions.RequestException as exc:
-                raise BlobError(f"{what}: cannot reach the registry at {self.scheme}://{self.host} "
-                                f"({_short_cause(exc)})") from None
         manifest_digest = response.headers.get("Docker-Content-Digest", "")
         if not _DIGEST_RE.fullmatch(manifest_digest):
             raise BlobError(f"{what}: the registry did not say the manifest's digest")
