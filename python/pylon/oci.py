@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -50,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pylon.blobstore import digest_bytes, digest_file
 from pylon.errors import BlobError, FetchError, PlanError
 
 __all__ = [
@@ -466,7 +466,7 @@ class Client:
             response.close()
         if len(data) > MAX_MANIFEST_BYTES:
             raise FetchError(f"{what}: it is larger than {MAX_MANIFEST_BYTES} bytes")
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = digest_bytes(data)
         if ref.digest is not None and digest != ref.digest:
             raise FetchError(f"{what}: the registry served a manifest whose digest is {digest}")
         return data, digest
@@ -526,7 +526,7 @@ class Client:
     def push_wasm(self, file: Path, ref: Reference, *, author: str | None = None) -> Artifact:
         """Pushes a component (or core module) as a Wasm OCI artifact under ``ref``'s tag."""
         data_head = _read_head(file)
-        digest = _file_digest(file)
+        digest = digest_file(file)
         if data_head[:4] != b"\0asm":
             raise BlobError(f"{file} is not a WebAssembly file (no \\0asm header)")
         component = data_head[4:8] != b"\x01\x00\x00\x00"  # a core module is version 1
@@ -547,7 +547,7 @@ class Client:
     def push_signature(self, file: Path, ref: Reference, subject: str) -> Artifact:
         """Pushes a DSSE envelope as the signature of blob ``subject``, under ``sha256-<hex>.sig``."""
         target = ref.at(tag=signature_tag(subject))
-        return self._push(file, DSSE_MEDIA_TYPE, b"{}", EMPTY_CONFIG_MEDIA_TYPE, target, _file_digest(file))
+        return self._push(file, DSSE_MEDIA_TYPE, b"{}", EMPTY_CONFIG_MEDIA_TYPE, target, digest_file(file))
 
     def _push(self, file: Path, layer_type: str, config: bytes, config_type: str,
               ref: Reference, digest: str) -> Artifact:
@@ -638,11 +638,6 @@ def _read_head(file: Path) -> bytes:
             return f.read(8)
     except OSError as exc:
         raise BlobError(f"cannot read {file}: {exc.strerror or exc}") from exc
-
-
-def _file_digest(file: Path) -> str:
-    with open(file, "rb") as f:
-        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _component_interfaces(file: Path) -> tuple[list[str], list[str]]:

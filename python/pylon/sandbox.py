@@ -235,6 +235,8 @@ class Sandbox:
     def _packages(self) -> tuple[list[tuple[str, str, bool]], list[tuple[str, str]]]:
         """Package preopens for one run, and the sandbox's environment with their variable."""
         opened, extra = package_setup(self.plan, self._store, report=self.report)
+        if not extra:  # no packages: nothing to merge on this per-run path
+            return opened, self._env
         return opened, sorted({**dict(self._env), **extra}.items())
 
     def _host_cap_specs(self, caps: Mapping[str, object]) -> dict[str, HostCapSpec]:

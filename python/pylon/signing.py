@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import hashlib
 import json
 import os
 import re
@@ -329,7 +328,7 @@ def sign_file(path: Path, name: str, key: str | Path, *, out: Path | None = None
     data = sign_bytes(name, digest, signer)
     out = Path(out) if out is not None else Path(f"{path}.sig")
     write_atomic(out, data)
-    return out, digest, "sha256:" + hashlib.sha256(data).hexdigest(), signer.public_key.keyid
+    return out, digest, digest_bytes(data), signer.public_key.keyid
 
 
 # -- verifying ----------------------------------------------------------------
