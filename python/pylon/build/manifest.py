@@ -6,11 +6,15 @@ one) touches only the cap's folder:
 * ``[cap]``: name (the one cap-name rule, :mod:`pylon.names`), version,
   description, optional shim;
 * ``[vendor.<name>]``: pinned third-party sources every face shares
-  (:mod:`pylon.build.vendor`);
+  (:mod:`pylon.build.vendor`), plus the SDK's own pins (caps/_sdk/sdk.toml:
+  zcbor), which every cap sees as its own;
+* ``[interface]``: the cap's API as one WIT interface; with it ``[dynlink]``
+  is a generated face (:mod:`pylon.build.capgen`, docs/cap-interface.md);
 * ``[dynlink]`` (:mod:`pylon.build.caps`), ``[embedded]``
   (:mod:`pylon.build.embedded`, :mod:`pylon.build.guest`, and
   ``scripts/compose-python-component.sh``) and ``[static]``
-  (:mod:`pylon.build.micropython`): one table per face.
+  (:mod:`pylon.build.micropython`): one table per face;
+* ``[bench]``: what ``composectl bench`` calls in each face (:mod:`pylon.bench`).
 
 Errors are :class:`~pylon.errors.BuildError`\\ s in the plan's style: the file,
 where in it (as a TOML reader sees it: ``[vendor.zstd].sha256``) and what is
@@ -30,13 +34,16 @@ from pylon.build.vendor import Vendor
 from pylon.errors import BuildError
 from pylon.schema_check import Problem, Schema, toml_path
 
-__all__ = ["CAPS_DIR", "MANIFEST", "DynlinkFace", "EmbeddedFace", "Manifest", "check_table", "embeddable",
-           "inside", "load_manifest", "problem_text", "read_toml", "resolve"]
+__all__ = ["CAPS_DIR", "MANIFEST", "BenchCall", "BenchSpec", "DynlinkFace", "EmbeddedFace", "InterfaceDecl",
+           "Manifest", "SDK_MANIFEST", "check_table", "embeddable", "inside", "load_manifest", "problem_text",
+           "read_toml", "resolve", "sdk_vendors"]
 
 MANIFEST = "cap.toml"
 #: The caps the stock install builds and a guest can embed.
 CAPS_DIR = paths.SOURCE_ROOT / "caps"
 SCHEMA = Schema("cap", dialect="toml")
+#: Pins the SDK makes for every cap (:func:`sdk_vendors`).
+SDK_MANIFEST = CAPS_DIR / "_sdk" / "sdk.toml"
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,17 @@ class DynlinkFace:
     sources: tuple[str, ...]
     include_dirs: tuple[str, ...]
     cflags: tuple[str, ...]
+    vendor_sources: tuple[str, ...] = ()
+    vendor_cflags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InterfaceDecl:
+    """``[interface]``: the cap's API as one WIT interface (docs/cap-interface.md)."""
+
+    wit: Path  # the WIT package (one file), resolved
+    world: str  # pylon:sqlite/embedded@0.1.0: a world exporting `export`
+    export: str  # pylon:sqlite/sqlite@0.1.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,50 @@ class EmbeddedFace:
 
 
 @dataclass(frozen=True)
+class BenchCall:
+    """One face's entry in ``[bench]``: either a dynlink ``method`` with its
+    payload kind (``raw``, ``cbor``, ``cbor-array`` plus ``extra``), or Python
+    run in the guest (``imports`` once, ``setup`` once, ``call`` timed)."""
+
+    method: str | None = None
+    payload: str = "raw"
+    extra: tuple[Any, ...] = ()
+    imports: str = ""
+    setup: str = ""
+    call: str | None = None
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """``[bench]``: per face (``dynlink``, ``embedded``, ``static``) what to call."""
+
+    faces: dict[str, BenchCall]
+    bulk: bool = False
+    tiny_bytes: int = 1
+    note: str = ""
+
+
+def _bench_spec(file: Path, table: dict[str, Any]) -> BenchSpec:
+    faces = {}
+    for face in ("dynlink", "embedded", "static"):
+        t = table.get(face)
+        if t is None:
+            continue
+        if face == "dynlink" and ("method" in t) == ("call" in t):
+            raise BuildError(f"{file}: at [bench.dynlink]: give exactly one of method (a dynlink method "
+                             "and its payload) and call (a Python expression)")
+        if "method" not in t and ("payload" in t or "extra" in t):
+            raise BuildError(f"{file}: at [bench.{face}]: payload and extra go with method")
+        if t.get("extra") and t.get("payload") != "cbor-array":
+            raise BuildError(f"{file}: at [bench.{face}].extra: extra items need payload = \"cbor-array\"")
+        faces[face] = BenchCall(method=t.get("method"), payload=t.get("payload", "raw"),
+                                extra=tuple(t.get("extra", ())), imports=t.get("import", ""),
+                                setup=t.get("setup", ""), call=t.get("call"))
+    return BenchSpec(faces, bulk=table.get("bulk", False), tiny_bytes=table.get("tiny_bytes", 1),
+                     note=table.get("note", ""))
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A checked ``cap.toml``. ``static`` is the raw ``[static]`` table
     (:mod:`pylon.build.micropython` reads it)."""
@@ -84,6 +146,8 @@ class Manifest:
     dynlink: DynlinkFace | None
     embedded: EmbeddedFace | None
     static: dict[str, Any] | None
+    bench: BenchSpec | None = None
+    interface: InterfaceDecl | None = None
 
     @property
     def file(self) -> Path:
@@ -138,22 +202,37 @@ def load_manifest(cap_dir: Path) -> Manifest:
             raise BuildError(f"{file}: at [cap].shim: {cap['shim']!r} does not exist")
 
     vendors = {}
+    sdk = sdk_vendors()
     for name, table in doc.get("vendor", {}).items():
-        if ("pypi" in table) == ("url" in table):
-            raise BuildError(f"{file}: at {toml_path(('vendor', name))}: give exactly one of pypi "
-                             "(a registry source distribution) and url")
-        vendors[name] = Vendor(name=name, pypi=table.get("pypi"), sha256=table["sha256"],
-                               root=table.get("root", ""), url=table.get("url"), version=table.get("version", ""),
-                               cut_after=tuple(sorted(table.get("cut_after", {}).items())))
+        if name in sdk:
+            raise BuildError(f"{file}: at {toml_path(('vendor', name))}: {name} is pinned once for every cap by "
+                             f"the SDK ({SDK_MANIFEST.relative_to(paths.SOURCE_ROOT)}); remove this table, "
+                             f"@{name}/... paths work without it")
+        vendors[name] = _vendor(file, name, table)
+    vendors = {**vendors, **sdk}
+
+    source_root = paths.SOURCE_ROOT.resolve()
+    interface = _interface(file, cap_dir, source_root, doc.get("interface"))
 
     dynlink = None
     if "dynlink" in doc:
         t = doc["dynlink"]
-        dynlink = DynlinkFace(tuple(t["sources"]), tuple(t.get("include_dirs", ())), tuple(t.get("cflags", ())))
+        for i, rel in enumerate(t.get("vendor_sources", ())):
+            if not rel.startswith("@"):
+                raise BuildError(f"{file}: at [dynlink].vendor_sources[{i}]: {rel!r} is not in a vendored "
+                                 "source ('@<vendor>/...'); list the cap's own files in sources")
+        dynlink = DynlinkFace(tuple(t["sources"]), tuple(t.get("include_dirs", ())), tuple(t.get("cflags", ())),
+                              tuple(t.get("vendor_sources", ())), tuple(t.get("vendor_cflags", ())))
 
     embedded = None
-    source_root = paths.SOURCE_ROOT.resolve()
     t = doc.get("embedded")
+    if t is not None:
+        # [embedded] may leave wit, world and interface to [interface].
+        missing = [k for k in ("wit", "world", "interface") if k not in t]
+        if missing and interface is None:
+            raise BuildError(f"{file}: at [embedded].{missing[0]}: required, but missing")
+        if interface is not None:
+            t = {"wit": str(interface.wit), "world": interface.world, "interface": interface.export, **t}
     wit = (cap_dir / t["wit"]).resolve() if t is not None else None
     # A copy of a source-tree cap made elsewhere keeps an [embedded] table that
     # points back into wit/caps/; guests embed caps from the source tree only,
@@ -180,8 +259,57 @@ def load_manifest(cap_dir: Path) -> Manifest:
             raise BuildError(f"{file}: at [embedded].interface: {embedded.interface!r} is not in the package "
                              f"of world {embedded.world!r}")
 
+    bench = _bench_spec(file, doc["bench"]) if "bench" in doc else None
     return Manifest(cap_dir, cap["name"], cap["version"], cap["description"], shim, vendors, dynlink, embedded,
-                    doc.get("static"))
+                    doc.get("static"), bench=bench, interface=interface)
+
+
+def _vendor(file: Path, name: str, table: dict[str, Any]) -> Vendor:
+    """One ``[vendor.<name>]`` table, already checked against the schema."""
+    if ("pypi" in table) == ("url" in table):
+        raise BuildError(f"{file}: at {toml_path(('vendor', name))}: give exactly one of pypi "
+                         "(a registry source distribution) and url")
+    return Vendor(name=name, pypi=table.get("pypi"), sha256=table["sha256"], root=table.get("root", ""),
+                  url=table.get("url"), version=table.get("version", ""),
+                  cut_after=tuple(sorted(table.get("cut_after", {}).items())))
+
+
+def sdk_vendors() -> dict[str, Vendor]:
+    """The SDK's ``[vendor.*]`` pins (caps/_sdk/sdk.toml), merged into every
+    cap's. Why one place: the generated dynlink face of every cap with
+    ``[interface]`` compiles zcbor, and two pins of one library drift apart.
+    Read on every call (a small file), so an edited pin is never stale."""
+    doc = read_toml(SDK_MANIFEST)
+    extra = sorted(set(doc) - {"vendor"})
+    if extra:
+        raise BuildError(f"{SDK_MANIFEST}: at [{extra[0]}]: the SDK's file holds only [vendor.*] tables")
+    vendors = {}
+    for name, table in doc.get("vendor", {}).items():
+        for problem, prefix in ((SCHEMA.first_problem(name, definition="vendorName"), ("vendor",)),
+                                (SCHEMA.first_problem(table, definition="vendor"), ("vendor", name))):
+            if problem is not None:
+                raise BuildError(problem_text(SDK_MANIFEST, problem, prefix))
+        vendors[name] = _vendor(SDK_MANIFEST, name, table)
+    return vendors
+
+
+def _interface(file: Path, cap_dir: Path, source_root: Path, t: dict[str, Any] | None) -> InterfaceDecl | None:
+    """``[interface]``, its WIT checked like ``[embedded].wit``: in the cap
+    folder or elsewhere in the checkout (wit/caps/), never outside it, since
+    the build's cache key must see it."""
+    if t is None:
+        return None
+    wit = (cap_dir / t["wit"]).resolve()
+    in_tree = cap_dir.is_relative_to(source_root) and wit.is_relative_to(source_root)
+    if not (wit.is_relative_to(cap_dir) or in_tree):
+        where = "source tree" if cap_dir.is_relative_to(source_root) else "cap folder"
+        raise BuildError(f"{file}: at [interface].wit: {t['wit']!r} is outside the {where}")
+    if not wit.is_file():
+        raise BuildError(f"{file}: at [interface].wit: {t['wit']!r} does not exist ({wit})")
+    if t["world"].split("/")[0] != t["export"].split("/")[0]:
+        raise BuildError(f"{file}: at [interface].export: {t['export']!r} is not in the package "
+                         f"of world {t['world']!r}")
+    return InterfaceDecl(wit, t["world"], t["export"])
 
 
 def inside(cap_dir: Path, rel: str, where: str) -> Path:
