@@ -65,6 +65,15 @@ BIGALLOC = SDK_DIR / "pylon_bigalloc.c"
 ALLOC_FLAGS = ("-Dmalloc=pylon_malloc", "-Dfree=pylon_free", "-Drealloc=pylon_realloc",
                 "-Dcalloc=pylon_calloc", "-Wl,-z,stack-size=1048576")
 
+#: The generated face (a manifest with [interface]) decodes requests and
+#: encodes replies with zcbor, pinned once for every cap in caps/_sdk/sdk.toml;
+#: these are compiled into the face (once, if the cap lists them itself).
+#: ZCBOR_CANONICAL: the encoder writes definite lengths (caps/_sdk/pylon_face.h
+#: turns canonical *checking* off again for decoding).
+FACE_ZCBOR_SOURCES = ("@zcbor/src/zcbor_common.c", "@zcbor/src/zcbor_decode.c", "@zcbor/src/zcbor_encode.c")
+FACE_ZCBOR_INCLUDES = ("@zcbor/include",)
+FACE_ZCBOR_CFLAGS = ("-DZCBOR_CANONICAL",)
+
 # The manifest is read and checked by pylon.build.manifest (one schema for
 # every face) and vendored sources fetched by pylon.build.vendor; the names
 # stay importable from here.
@@ -80,7 +89,10 @@ def _used_vendors(manifest: Manifest) -> dict[str, Path]:
     where = _compile_where(manifest)
     check_vendor_refs(manifest, face.sources, f"{where}.sources")
     check_vendor_refs(manifest, face.include_dirs, f"{where}.include_dirs")
-    used = {rel[1:].partition("/")[0] for rel in (*face.sources, *face.include_dirs) if rel.startswith("@")}
+    check_vendor_refs(manifest, face.vendor_sources, f"{where}.vendor_sources")
+    generated = (*FACE_ZCBOR_SOURCES, *FACE_ZCBOR_INCLUDES) if manifest.interface is not None else ()
+    used = {rel[1:].partition("/")[0] for rel in (*face.sources, *face.include_dirs, *face.vendor_sources, *generated)
+            if rel.startswith("@")}
     return {name: fetch_vendor(manifest.vendors[name]) for name in sorted(used)}
 
 
@@ -113,10 +125,24 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
+#: The generators of a face with [interface] (docs/cap-interface.md).
+CAPGEN_DIR = Path(__file__).parent / "capgen"
+
+
 def cache_key(cap_dir: Path) -> str:
-    """The source hash of everything that goes into the cap's component."""
-    extra = json.dumps(_tool_versions(), sort_keys=True)
-    return toolchain.source_hash([Path(cap_dir).resolve(), WIT_DIR, SDK_DIR, Path(__file__)], extra=extra)
+    """The source hash of everything that goes into the cap's component.
+
+    With ``[interface]``: also its WIT (which may live in wit/caps/) and the
+    generators (the C dispatch and the guest proxy that becomes the shim)."""
+    from pylon.build.capgen.c_dispatch import GENERATOR_VERSION
+
+    cap_dir = Path(cap_dir).resolve()
+    inputs = [cap_dir, WIT_DIR, SDK_DIR, Path(__file__)]
+    manifest = load_manifest(cap_dir) if (cap_dir / MANIFEST).is_file() else None
+    if manifest is not None and manifest.interface is not None:
+        inputs += [manifest.interface.wit, CAPGEN_DIR]
+    extra = json.dumps({**_tool_versions(), "capgen": GENERATOR_VERSION}, sort_keys=True)
+    return toolchain.source_hash(inputs, extra=extra)
 
 
 def build_cap(cap_dir: Path) -> BuiltCap:
@@ -136,12 +162,13 @@ def build_cap(cap_dir: Path) -> BuiltCap:
     work = Path(tempfile.mkdtemp(prefix=f"cap-{manifest.name}-", suffix=".partial", dir=paths.build_root()))
     try:
         core = _compile(manifest, vendors, work)
-        wasm = _componentize(manifest, core, work)
+        wasm = _componentize(manifest, core, work, _shim_source(manifest))
         digest = "sha256:" + toolchain.sha256_file(wasm)
         wasm.rename(work / component.name)
         (work / "built.json").write_text(json.dumps(
             {"name": manifest.name, "version": manifest.version, "digest": digest,
-             "shim": manifest.shim is not None, "tools": _tool_versions()}, indent=2) + "\n")
+             "shim": manifest.shim is not None or (work / "shim.py").exists(), "tools": _tool_versions()},
+            indent=2) + "\n")
         _publish(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -183,11 +210,23 @@ def _compile(manifest: Manifest, vendors: dict[str, Path], work: Path) -> Path:
     includes = [resolve(manifest, d, vendors, f"{where}.include_dirs[{i}]") for i, d in enumerate(face.include_dirs)]
     gen = _bindings(work)
     includes = [gen, SDK_DIR, *includes]
+    extra: list[Path] = []
+    face_flags: tuple[str, ...] = ()
+    if manifest.interface is not None:
+        iface_gen, generated = _generated_face(manifest, work)
+        includes.insert(1, iface_gen)
+        extra += generated
+        sources.append(SDK_DIR / "pylon_handles.c")
+        sources += [p for p in (resolve(manifest, s, vendors, "the generated face") for s in FACE_ZCBOR_SOURCES)
+                    if p not in sources]
+        includes += [resolve(manifest, d, vendors, "the generated face") for d in FACE_ZCBOR_INCLUDES]
+        face_flags = FACE_ZCBOR_CFLAGS
+    extra += _vendored_objects(manifest, vendors)
     core = work / "core.wasm"
     toolchain.run(
-        [*toolchain.zig(), "cc", *BASE_CFLAGS, *ALLOC_FLAGS, *(f"-I{d}" for d in includes), *face.cflags,
-         *map(str, sources), str(gen / "cap.c"), str(gen / "force_link.c"), str(BIGALLOC),
-         "-o", str(core)],
+        [*toolchain.zig(), "cc", *BASE_CFLAGS, *ALLOC_FLAGS, *(f"-I{d}" for d in includes), *face_flags,
+         *face.cflags, *map(str, sources), str(gen / "cap.c"), str(gen / "force_link.c"), str(BIGALLOC),
+         *map(str, extra), "-o", str(core)],
         what=f"zig cc ({manifest.name})", cwd=manifest.dir)
     imports = core_imports(core)
     if imports:
@@ -196,6 +235,84 @@ def _compile(manifest: Manifest, vendors: dict[str, Path], work: Path) -> Path:
             f"cap {manifest.name}: the core module imports {listed}; a dynlink cap must import nothing "
             "(no WASI: no printf/stdio, files, clocks or random; see docs/caps.md)")
     return core
+
+
+#: The allocator defines without the linker flag (for `-c` compiles).
+_ALLOC_DEFINES = tuple(f for f in ALLOC_FLAGS if f.startswith("-D"))
+#: Compiling wit-bindgen's bindings.c for the cap's interface world INTO a
+#: dynlink provider: its canonical-ABI glue is neutralised so the
+#: `__wasm_export_*` wrappers become plain functions nothing calls (wasm-ld
+#: drops them) and the `[resource-new|rep|drop]` imports become plain
+#: undefined functions, which the generated dispatch defines over the handle
+#: table. Its `cabi_realloc` is renamed so only the provider's is exported.
+#: What stays is what the cap's C uses: the `*_free` helpers, `*_string_dup`.
+NEUTRALISE_ABI = ("-D__export_name__=pylon_unexported", "-D__import_module__=pylon_unimported",
+                  "-D__import_name__=pylon_unimported", "-Dcabi_realloc=pylon_interface_cabi_realloc",
+                  "-Wno-unknown-attributes")
+
+
+def _generated_face(manifest: Manifest, work: Path) -> tuple[Path, list[Path]]:
+    """wit-bindgen's C for the cap's interface world (in ``work/iface``) and
+    the objects of the generated face: bindings.c (neutralised) and the
+    dispatch (pylon.build.capgen.c_dispatch)."""
+    from pylon.build.capgen.c_dispatch import generate_dispatch
+    from pylon.build.capgen.wit_model import load_interface
+
+    decl = manifest.interface
+    assert decl is not None
+    iface = load_interface(decl.wit, decl.export)
+    gen = work / "iface"
+    toolchain.run([toolchain.cargo_tool("wit-bindgen"), "c", "--world", decl.world, "--rename-world", "bindings",
+                   "--no-object-file", "--out-dir", str(gen), str(decl.wit)], what=f"wit-bindgen c ({decl.world})")
+    (gen / "force_link.c").write_text("/* Generated by pylon.build.caps: the type object is not linked. */\n"
+                                      "void __component_type_object_force_link_bindings(void) {}\n")
+    dispatch = gen / "pylon_dispatch.c"
+    dispatch.write_text(generate_dispatch(iface, (gen / "bindings.h").read_text()))
+    bindings_o = gen / "bindings.o"
+    toolchain.run([*toolchain.zig(), "cc", *BASE_CFLAGS, *_ALLOC_DEFINES, *NEUTRALISE_ABI, "-I", str(gen),
+                   "-c", str(gen / "bindings.c"), "-o", str(bindings_o)],
+                  what=f"zig cc bindings.c ({manifest.name})")
+    return gen, [bindings_o, dispatch, gen / "force_link.c"]
+
+
+def _vendored_objects(manifest: Manifest, vendors: dict[str, Path]) -> list[Path]:
+    """``[dynlink].vendor_sources`` compiled with ``vendor_cflags``, cached per
+    (pins, sources, flags): SQLite's amalgamation alone takes a minute."""
+    face = manifest.dynlink
+    assert face is not None
+    if not face.vendor_sources:
+        return []
+    flags = [*BASE_CFLAGS, *_ALLOC_DEFINES, *face.vendor_cflags]
+    pins = sorted({manifest.vendors[s[1:].partition("/")[0]].sha256 for s in face.vendor_sources})
+    key = toolchain.source_hash([], extra=json.dumps([pins, face.vendor_sources, flags, _tool_versions()]))
+    folder = toolchain.output_dir(f"vendor-obj-dynlink-{manifest.name}", key)
+    objects = [folder / f"{i:02d}-{Path(s).stem}.o" for i, s in enumerate(face.vendor_sources)]
+    if all(o.exists() for o in objects):
+        return objects
+    partial = toolchain.staging_dir(folder)
+    where = _compile_where(manifest)
+    for i, rel in enumerate(face.vendor_sources):
+        source = resolve(manifest, rel, vendors, f"{where}.vendor_sources[{i}]")
+        top = vendors[rel[1:].partition("/")[0]]
+        toolchain.run([*toolchain.zig(), "cc", *flags, "-ffunction-sections", "-fdata-sections", "-I", str(top),
+                       "-c", str(source), "-o", str(partial / objects[i].name)],
+                      what=f"zig cc {rel} ({manifest.name})")
+    toolchain.publish_dir(partial, folder)
+    return objects
+
+
+def _shim_source(manifest: Manifest) -> tuple[bytes, str] | None:
+    """The shim: ``[cap].shim``, else with ``[interface]`` the generated guest
+    proxy (pylon.build.capgen.py_proxy), else none. (source, where-from)."""
+    if manifest.shim is not None:
+        return manifest.shim.read_bytes(), str(manifest.shim)
+    if manifest.interface is None:
+        return None
+    from pylon.build.capgen.py_proxy import generate_proxy
+    from pylon.build.capgen.wit_model import load_interface
+
+    iface = load_interface(manifest.interface.wit, manifest.interface.export)
+    return generate_proxy(iface).encode(), f"the proxy generated for {manifest.interface.export}"
 
 
 _IMPORT_LINE = re.compile(r'^\s*\(import "([^"]*)" "([^"]*)"', re.M)
@@ -219,7 +336,7 @@ def component_world(component: Path) -> tuple[set[str], set[str]]:
     return imports, exports
 
 
-def _componentize(manifest: Manifest, core: Path, work: Path) -> Path:
+def _componentize(manifest: Manifest, core: Path, work: Path, shim: tuple[bytes, str] | None) -> Path:
     wasm_tools = toolchain.wasm_tools()
     embedded = work / "embedded.wasm"
     component = work / "component.wasm"
@@ -233,12 +350,13 @@ def _componentize(manifest: Manifest, core: Path, work: Path) -> Path:
     if imports - ALLOWED_IMPORTS:
         raise BuildError(f"cap {manifest.name}: component imports {sorted(imports - ALLOWED_IMPORTS)}; "
                          f"a dynlink cap may import only {sorted(ALLOWED_IMPORTS)}")
-    if manifest.shim is not None:
-        source = manifest.shim.read_bytes()
+    if shim is not None:
+        source, origin = shim
         try:
-            compile(source, str(manifest.shim), "exec")
+            compile(source, origin, "exec")
         except (SyntaxError, ValueError) as exc:
-            raise BuildError(f"cap {manifest.name}: shim {manifest.shim} does not compile: {exc}") from exc
+            raise BuildError(f"cap {manifest.name}: shim ({origin}) does not compile: {exc}") from exc
+        (work / "shim.py").write_bytes(source)
         with component.open("ab") as f:
             f.write(encode_custom_section(SHIM_SECTION, source))
     toolchain.run([wasm_tools, "validate", str(component)], what=f"wasm-tools validate ({manifest.name})")
