@@ -120,8 +120,15 @@ class Cap:
             module = types.ModuleType(f"pylon_guest.caps.{self.name}")
             module.__file__ = f"<cap {self.name} shim>"
             module.cap = self
-            exec(compile(source, module.__file__, "exec"), module.__dict__)
+            # In sys.modules while it runs, as an import would be (dataclasses
+            # look their module up there), and compiled without this file's
+            # own `from __future__` flags.
             sys.modules[module.__name__] = module
+            try:
+                exec(compile(source, module.__file__, "exec", dont_inherit=True), module.__dict__)
+            except BaseException:
+                del sys.modules[module.__name__]
+                raise
             self._api = module
         return self._api
 
