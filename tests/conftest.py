@@ -64,3 +64,30 @@ def pylon(tmp_path_factory: pytest.TempPathFactory) -> Pylon:
     p = Pylon(env, home)
     p.composectl("setup", check=True, timeout=3600)
     return p
+
+
+@pytest.fixture(scope="session")
+def sqlite_dynlink_plan(pylon: Pylon, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A plan running a lean guest (no embedded sqlite) with the sqlite cap's
+    generated dynlink face, built from caps/sqlite and trusted by digest: there
+    ``pylon_guest.sqlite`` goes through the generated proxy."""
+    from pylon.build import caps, guest
+
+    lean = guest.build_guest(embed=())
+    built = caps.build_cap(REPO / "caps" / "sqlite")
+    plan = tmp_path_factory.mktemp("sqlite-dynlink") / "plan.json"
+    pylon.composectl("plan", "new", str(plan), "--guest", str(lean.path), check=True)
+    pylon.composectl("plan", "add", str(plan), "sqlite", str(built.path), check=True)
+    pylon.composectl("trust", "allow", "sqlite", built.digest, check=True)
+    pylon.composectl("trust", "allow", "--guest", lean.digest, check=True)
+    return plan
+
+
+@pytest.fixture(params=["embedded", "dynlink"])
+def sqlite_plan(request: pytest.FixtureRequest) -> Path | None:
+    """Each SQLite backend in turn: None (the stock guest, sqlite embedded)
+    or the plan of :func:`sqlite_dynlink_plan`."""
+    if request.param == "embedded":
+        return None
+    plan: Path = request.getfixturevalue("sqlite_dynlink_plan")
+    return plan

@@ -200,28 +200,33 @@ with open(sys.argv[1], "w") as f:   # stdout would do, but it is cut at 64 KiB
 '''
 
 
-def _guest_json(pylon: Pylon, tmp_path: Path, name: str, code: str, *args: str, rw: bool = False) -> Any:
+def _guest_json(pylon: Pylon, tmp_path: Path, name: str, code: str, *args: str, rw: bool = False,
+                plan: Path | None = None) -> Any:
     script = tmp_path / name
     script.write_text(textwrap.dedent(code))
     if rw:
         result = pylon.composectl("run", "--dir", f"{tmp_path}:rw", str(script), *args)
     else:
-        result = pylon.run_script(script, *args)
+        result = pylon.run_script(script, *args, plan=plan)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _workload(pylon: Pylon, tmp_path: Path, seeds: list[int]) -> Any:
+def _workload(pylon: Pylon, tmp_path: Path, seeds: list[int], plan: Path | None = None) -> Any:
+    # plan: None runs the stock guest (sqlite embedded); the dynlink plan
+    # (conftest.sqlite_dynlink_plan) a lean guest with the sqlite dynlink cap.
     script = tmp_path / "diff.py"
     script.write_text(WORKLOAD)
     out = tmp_path / "report.json"
-    result = pylon.composectl("run", "--dir", f"{tmp_path}:rw", str(script), str(out), *map(str, seeds))
+    plan_args = ["--plan", str(plan)] if plan else []
+    result = pylon.composectl("run", *plan_args, "--dir", f"{tmp_path}:rw", str(script), str(out),
+                              *map(str, seeds))
     assert result.returncode == 0, result.stderr
     return json.loads(out.read_text())
 
 
-def test_workloads_match_the_guests_builtin_sqlite3(pylon: Pylon, tmp_path: Path) -> None:
-    report = _workload(pylon, tmp_path, [1, 2, 3, 4, 5, 6])
+def test_workloads_match_the_guests_builtin_sqlite3(pylon: Pylon, tmp_path: Path, sqlite_plan: Path | None) -> None:
+    report = _workload(pylon, tmp_path, [1, 2, 3, 4, 5, 6], plan=sqlite_plan)
     for seed, (ours, theirs) in enumerate(zip(report["pylon"], report["builtin"], strict=True), 1):
         assert len(ours) == len(theirs)
         for a, b in zip(ours, theirs, strict=True):
@@ -236,8 +241,9 @@ def test_workloads_match_the_guests_builtin_sqlite3(pylon: Pylon, tmp_path: Path
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seeds=st.lists(st.integers(min_value=7, max_value=10**9), min_size=2, max_size=4))
-def test_random_workloads_match_the_builtin(pylon: Pylon, tmp_path: Path, seeds: list[int]) -> None:
-    report = _workload(pylon, tmp_path, seeds)
+def test_random_workloads_match_the_builtin(pylon: Pylon, tmp_path: Path, sqlite_plan: Path | None,
+                                            seeds: list[int]) -> None:
+    report = _workload(pylon, tmp_path, seeds, plan=sqlite_plan)
     assert report["pylon"] == report["builtin"]
 
 
@@ -372,8 +378,8 @@ print(json.dumps(out))
 '''
 
 
-def test_fts5_rtree_math_json(pylon: Pylon, tmp_path: Path) -> None:
-    out = _guest_json(pylon, tmp_path, "features.py", FEATURES)
+def test_fts5_rtree_math_json(pylon: Pylon, tmp_path: Path, sqlite_plan: Path | None) -> None:
+    out = _guest_json(pylon, tmp_path, "features.py", FEATURES, plan=sqlite_plan)
     titles = [t for t, _ in out["fts5"]]
     assert titles[0] == "sqlite" and set(titles) == {"sqlite", "mixed"}  # bm25: more hits rank first
     assert out["fts5"][0][1] < out["fts5"][1][1] < 0
@@ -412,7 +418,9 @@ db.close()
 '''
 
 
-def test_wal_file_database_persists_across_runs(pylon: Pylon, tmp_path: Path) -> None:
+def test_wal_file_database_persists_across_runs(pylon: Pylon, tmp_path: Path, sqlite_plan: Path | None) -> None:
+    if sqlite_plan is not None:
+        pytest.skip("the sqlite dynlink face is in-memory only: a dynlink cap has no WASI, so no files")
     first = _guest_json(pylon, tmp_path, "w.py", WAL_WRITE, rw=True)
     assert first == {"mode": "wal", "n": 1000}
     second = _guest_json(pylon, tmp_path, "r.py", WAL_READ, rw=True)

@@ -38,8 +38,12 @@ text), and values cross packed, never one WIT value each: parameters as
 ``marshal.loads`` turns into the list of tuples in one C call. So ``execute``
 is one call into the cap (bind, step, first rows), ``fetchall`` one more per
 8 MiB of rows, and ``executemany`` one per 32768 parameter rows. Otherwise
-the cap is resolved at first ``connect`` through ``pylon_guest.dynlink`` (see
-docs/embedded.md, "Typed calls over dynlink").
+the cap is resolved at first ``connect`` through ``pylon_guest.dynlink`` and
+called through its generated proxy (docs/cap-interface.md, "The guest
+proxy"): the same resources, methods and errors, each call one
+``invoke``. That face is in-memory only: a dynlink cap has no WASI, so a
+file database fails to open (see docs/embedded.md, "Typed calls over
+dynlink").
 """
 
 from __future__ import annotations
@@ -60,12 +64,16 @@ __all__ = [
 # the typed bindings even in a guest that has them.
 try:
     from wit_world.imports import sqlite as _wit  # type: ignore[import-not-found]
-    from componentize_py_types import Err as _WitErr  # type: ignore[import-not-found]
 except ImportError:
     _wit = None
+# The embedded import and the dynlink proxy both raise componentize-py's Err
+# for a WIT `result`'s error.
+try:
+    from componentize_py_types import Err as _WitErr  # type: ignore[import-not-found]
+except ImportError:  # not in a componentize-py guest
 
     class _WitErr(Exception):  # type: ignore[no-redef]
-        """Never raised: the stand-in for a guest without the typed import."""
+        """Never raised: the stand-in outside a guest."""
 
         value: Any = None
 
@@ -227,66 +235,12 @@ def _raise(exc: Any) -> Error:
     return _error(exc.value.code, exc.value.message)
 
 
-class _DynErr(Exception):
-    """A dynlink error reply, shaped like componentize-py's ``Err``."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.value = type("E", (), {"code": code, "message": message})()
-
-
-class _DynHandle:
-    """A resource of the sqlite cap over ``pylon_guest.dynlink``: the typed
-    interface's functions by name (``connection.<method>``,
-    ``statement.<method>``, first argument the integer handle), values as
-    CBOR's own null/int/float/text/bytes, results ``{"ok": v}`` /
-    ``{"err": {"code": c, "message": m}}``. It offers the methods of the
-    typed resources this module uses, packed ones included."""
-
-    def __init__(self, cap: Any, kind: str, handle: int):
-        self.cap, self.kind, self.handle = cap, kind, handle
-
-    def _call(self, method: str, *args: Any) -> Any:
-        reply = self.cap.call(f"{self.kind}.{method}", self.handle, *args)
-        if isinstance(reply, dict):
-            if "err" in reply:
-                raise _DynErr(int(reply["err"]["code"]), str(reply["err"]["message"]))
-            if "ok" in reply:
-                return reply["ok"]
-        return reply
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args: self._call(name.replace("_", "-"), *args)
-
-    def prepare(self, sql: str) -> _DynHandle:
-        return _DynHandle(self.cap, "statement", self._call("prepare", sql))
-
-    def _batch(self, b: dict[str, Any]) -> bytes:
-        rows = [tuple(r) for r in b["rows"]]
-        return _dumps((rows, bool(b["done"]), int(b["changes"]), int(b["last-insert-rowid"])), _MARSHAL_VERSION)
-
-    def _in_band(self, method: str, *args: Any) -> bytes:
-        try:
-            return self._batch(self._call(method, *args))
-        except _DynErr as exc:
-            return _dumps((None, exc.value.code, exc.value.message, 0), _MARSHAL_VERSION)
-
-    def run_packed(self, params: str, max_rows: int) -> bytes:
-        return self._in_band("run", list(_loads(params.encode("latin-1"))), max_rows)
-
-    def step_packed(self, max_rows: int) -> str:
-        return self._in_band("step-many", max_rows).decode("latin-1")
-
-    def execute_many_packed(self, rows: str) -> int:
-        return int(self._call("execute-many", [list(r) for r in _loads(rows.encode("latin-1"))]))
-
-    def __exit__(self, *exc: Any) -> None:
-        self.cap.call(f"{self.kind}.drop", self.handle)
-
-
 class _Backend:
     """Opens connections: ``.name`` is "embedded" (the typed import) or
-    "dynlink"."""
+    "dynlink" (the sqlite cap's generated proxy, docs/cap-interface.md).
+    Both hand out objects with the same methods and raise the same ``Err``
+    around the same ``Error`` record, so the rest of this module has one code
+    path."""
 
     def __init__(self) -> None:
         if _wit is not None:
@@ -295,23 +249,18 @@ class _Backend:
         else:
             from pylon_guest import dynlink  # type: ignore[attr-defined]
 
+            api = dynlink.load("sqlite").api
+            if api is None:
+                raise dynlink.CapNotFound("the cap the plan calls 'sqlite' has no typed face "
+                                          "(no pylon:shim section): build it from caps/sqlite")
             self.name = "dynlink"
-            cap = dynlink.load("sqlite")
-
-            self._open = lambda path: _DynHandle(cap, "connection", _dyn_open(cap, path))
+            self._open = api.Connection.open
 
     def open(self, path: str) -> Any:
         try:
             return self._open(path)
-        except (_WitErr, _DynErr) as exc:
+        except _WitErr as exc:
             raise _raise(exc) from None
-
-
-def _dyn_open(cap: Any, path: str) -> int:
-    reply = cap.call("connection.open", path)
-    if isinstance(reply, dict) and "err" in reply:
-        raise _DynErr(int(reply["err"]["code"]), str(reply["err"]["message"]))
-    return int(reply["ok"] if isinstance(reply, dict) else reply)
 
 
 _backend: Any = None
@@ -330,7 +279,7 @@ def _call(fn: Any, *args: Any) -> Any:
     """A call into the cap, its error as the DB-API exception."""
     try:
         return fn(*args)
-    except (_WitErr, _DynErr) as exc:
+    except _WitErr as exc:
         raise _raise(exc) from None
 
 
@@ -431,7 +380,7 @@ class _Statement:
             return int(self.h.execute_many_packed(_dumps(rows, _MARSHAL_VERSION).decode("latin-1")))
         except ValueError:
             pass
-        except (_WitErr, _DynErr) as exc:
+        except _WitErr as exc:
             if not _is_packing_error(exc):
                 raise _raise(exc) from None
         # Nothing ran: check row by row, running the good rows before an error.
