@@ -3,13 +3,14 @@
 # clone, ~/.cache/pylon by default (PYLON_CACHE_DIR overrides).
 RUN := scripts/in-venv
 
-.PHONY: help install setup demo test test-engine bench bench-supply-chain lint clean-cache
+.PHONY: help install setup demo test test-engine bench bench-supply-chain bench-choosing lint clean-cache
 
 help:
 	@echo "make demo    build everything and run the examples (first run: ~15 min, mostly compiling wasmtime)"
 	@echo "make test    build everything and run the test suite (engine unit tests, then pytest)"
 	@echo "make bench   run the benchmarks (prints ratios)"
 	@echo "make bench-supply-chain   registry pulls, signature checks, pinned packages, Dask runs"
+	@echo "make bench-choosing       composectl bench for crc32c, zstd, sqlite (docs/choosing.md)"
 	@echo "make lint    ruff, mypy --strict and stubtest on the Python; cargo fmt/clippy on the engine"
 
 install:
@@ -41,6 +42,16 @@ bench-supply-chain: setup
 	$(RUN) python benchmarks/bench_signing.py
 	$(RUN) python benchmarks/bench_packages.py
 	$(RUN) python benchmarks/bench_dask.py --rounds 5
+
+# docs/choosing.md's figures: each stock cap in every mode it has. JSON,
+# Markdown and plots go to BENCH_OUT (outside the clone by default).
+BENCH_OUT ?= $${PYLON_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/pylon}/bench-out
+bench-choosing: setup
+	mkdir -p "$(BENCH_OUT)"
+	for cap in crc32c zstd sqlite; do \
+		$(RUN) composectl bench $$cap --json "$(BENCH_OUT)/$$cap.json" --markdown "$(BENCH_OUT)/$$cap.md" \
+			$$( [ $$cap = sqlite ] || echo --plot "$(BENCH_OUT)/$$cap.png" ) || exit 1; \
+	done
 
 # Python: ruff (rules in pyproject.toml), mypy --strict on python/pylon, and
 # stubtest: the engine's stubs (python/pylon/_engine.pyi) against the built

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402
 import _embedded_work as work  # noqa: E402  (on sys.path via _common: guest_scripts/)
+from pylon.bench.data import make_data  # noqa: E402  (also composectl bench's payload)
 
 DATA_SIZE = 16 << 20
 REPEATS = 5
@@ -41,26 +41,6 @@ STARTUP_RUNS = 10
 #: pylon_guest.sqlite against the guest's own built-in sqlite3 (issue 11).
 TARGET_SQLITE = 1.3
 TARGET_ZSTD = 2.0
-
-
-def make_data(path: Path, size: int = DATA_SIZE) -> bytes:
-    """``size`` bytes of deterministic JSON-lines logs: compressible like real
-    data (zstd level 3 gets ~4-5x), not trivially so."""
-    rng = random.Random(20261125)
-    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9)))
-             for _ in range(400)]
-    levels = ["debug", "info", "info", "info", "warn", "error"]
-    parts, n, ts = [], 0, 1_700_000_000_000
-    while n < size:
-        ts += rng.randint(1, 900)
-        line = (f'{{"ts": {ts}, "level": "{rng.choice(levels)}", "user": {rng.randint(1, 50_000)}, '
-                f'"msg": "{" ".join(rng.choices(words, k=rng.randint(2, 8)))}", '
-                f'"latency_ms": {rng.expovariate(0.05):.3f}}}\n')
-        parts.append(line)
-        n += len(line)
-    data = "".join(parts).encode()[:size]
-    path.write_bytes(data)
-    return data
 
 
 def run_guest(guest: Path, digest: str, script: str, args: list[str], *, data_dir: Path,

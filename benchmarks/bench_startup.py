@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 import _common as c
+from pylon.bench.measure import drop_compiled as _drop_compiled  # composectl bench measures first resolves too
+from pylon.bench.measure import nonced_cap as _nonced_cap
 
 HELLO = c.REPO / "examples" / "hello.py"
 RUNS = 10
@@ -96,19 +98,6 @@ def warm_run() -> dict:
     out["inprocess_run"] = statistics.median(run_total)
     out["memory_cached_run_guest"] = statistics.median(run_guest_only)
     return out
-
-
-def _nonced_cap(cap: Path, dest: Path) -> Path:
-    """The cap plus a custom section with a fresh nonce: same code, new digest."""
-    name, data = b"pylon-bench-nonce", os.urandom(16)
-    body = bytes([len(name)]) + name + data
-    dest.write_bytes(cap.read_bytes() + b"\x00" + bytes([len(body)]) + body)
-    return dest
-
-
-def _drop_compiled(digest: str) -> None:
-    for p in c.paths.compiled_root().glob(f"{digest.removeprefix('sha256:')}-*"):
-        p.unlink(missing_ok=True)
 
 
 def first_resolve(st: c.Stock) -> dict:

@@ -94,7 +94,11 @@ def test_find_caps() -> None:
     found = caps.find_caps(REPO / "caps")
     assert {CAP_DIRS["crc32c"], CAP_DIRS["cborcalc"], CAP_DIRS["zstd"]} <= set(found)
     assert all(not p.name.startswith("_") for p in found)
-    assert caps.find_caps(REPO / "tests" / "caps") == [CAP_DIRS["misbehave"]]
+    # Test caps with a cap.toml are found; the WAT ones (no cap.toml) are not.
+    tests_caps = REPO / "tests" / "caps"
+    found_tests = caps.find_caps(tests_caps)
+    assert {CAP_DIRS["misbehave"], tests_caps / "handles_probe"} <= set(found_tests)
+    assert all((p / "cap.toml").is_file() for p in found_tests) and found_tests == sorted(found_tests)
 
 
 def test_find_caps_skips_caps_without_the_face(tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("pylon.cli.push_cmd", "register"),
     "key": ("pylon.cli.key_cmd", "group"),
     "sign": ("pylon.cli.sign_cmd", "register"),
+    "bench": ("pylon.cli.bench_cmd", "register"),
 }
 
 
@@ -59,7 +60,7 @@ def build_app(command: str | None = None) -> typer.Typer:
     app = typer.Typer(
         cls=_RendersPylonErrors,
         name="composectl",
-        help="Plan, fetch, trust and run Pylon guests and their caps.",
+        help="Plan, fetch, trust and run Pylon guests and their caps; benchmark caps.",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
