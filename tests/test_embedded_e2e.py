@@ -92,7 +92,9 @@ def run_sql_natively(statements: list) -> list:
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=rows)
-def test_sql_workload_matches_cpython_sqlite3(pylon: Pylon, tmp_path: Path, data: list) -> None:
+def test_sql_workload_matches_cpython_sqlite3(pylon: Pylon, tmp_path: Path, sqlite_plan: Path | None,
+                                              data: list) -> None:
+    """On both backends: the embedded cap, and its generated dynlink face in a lean guest."""
     inserted = [list(row) for row in data]
     statements = [
         ["create table t (id integer primary key, a, b)", [], False],
@@ -110,7 +112,7 @@ def test_sql_workload_matches_cpython_sqlite3(pylon: Pylon, tmp_path: Path, data
     (tmp_path / "stmts.json").write_text(payload)
     script = tmp_path / "sql.py"
     script.write_text(SQL_SCRIPT)
-    guest = json.loads(run_ok(pylon, script, str(tmp_path / "stmts.json")))
+    guest = json.loads(run_ok(pylon, script, str(tmp_path / "stmts.json"), plan=sqlite_plan))
     native = json.loads(json.dumps(run_sql_natively(statements)))
     assert guest == native
 
