@@ -101,7 +101,8 @@ def test_full_plan_contents() -> None:
     assert zstd.wasi is True
     assert zstd.limits == CapLimits(memory_mb=64)
     assert zstd.limits.effective() == CapLimits(
-        memory_mb=64, timeout_ms=DEFAULT_LIMITS.timeout_ms, max_payload_mb=DEFAULT_LIMITS.max_payload_mb)
+        memory_mb=64, timeout_ms=DEFAULT_LIMITS.timeout_ms, max_payload_mb=DEFAULT_LIMITS.max_payload_mb,
+        max_handles=DEFAULT_LIMITS.max_handles)
     assert plan.digests() == {plan.guest.digest, plan.caps["crc32c"].digest, zstd.digest}
 
 
@@ -169,6 +170,7 @@ def test_docs_list_the_defaults() -> None:
                 "run": doc[doc.index("### Run limits"):]}
     expected = [("cap", "memory-mb", DEFAULT_LIMITS.memory_mb), ("cap", "timeout-ms", DEFAULT_LIMITS.timeout_ms),
                 ("cap", "max-payload-mb", DEFAULT_LIMITS.max_payload_mb),
+                ("cap", "max-handles", DEFAULT_LIMITS.max_handles),
                 ("guest", "memory-mb", DEFAULT_GUEST_LIMITS.memory_mb),
                 ("guest", "timeout-ms", DEFAULT_GUEST_LIMITS.timeout_ms),
                 ("run", "max-instances", DEFAULT_RUN_LIMITS.max_instances),
@@ -180,10 +182,10 @@ def test_docs_list_the_defaults() -> None:
 
 def test_schema_limit_keys_match_the_dataclasses() -> None:
     defs = schema()["$defs"]
-    assert set(defs["limits"]["properties"]) == {"memory-mb", "timeout-ms", "max-payload-mb"}
+    assert set(defs["limits"]["properties"]) == {"memory-mb", "timeout-ms", "max-payload-mb", "max-handles"}
     assert set(defs["guestLimits"]["properties"]) == {"memory-mb", "timeout-ms", "tmp-mb"}
     assert set(defs["runLimits"]["properties"]) == {"max-instances", "max-memory-mb"}
-    assert set(CapLimits.__dataclass_fields__) == {"memory_mb", "timeout_ms", "max_payload_mb"}
+    assert set(CapLimits.__dataclass_fields__) == {"memory_mb", "timeout_ms", "max_payload_mb", "max_handles"}
     assert set(GuestLimits.__dataclass_fields__) == {"memory_mb", "timeout_ms", "tmp_mb"}
     assert set(RunLimits.__dataclass_fields__) == {"max_instances", "max_memory_mb"}
 

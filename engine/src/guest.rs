@@ -1,5 +1,6 @@
 //! Running the CPython guest (`pylon.wasm`) once.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -284,6 +285,9 @@ pub struct Captured {
     pub dropped: u64,
     /// Fuel the call consumed (engines with fuel only).
     pub fuel_consumed: Option<u64>,
+    /// Handles each cap released when it was dropped (`$pylon/release-all`)
+    /// during the call, or at its end after [`LiveGuest::release_caps`].
+    pub handles_released: BTreeMap<String, u64>,
 }
 
 type RunFunc = TypedFunc<(Vec<String>, Vec<(String, String)>, String), (i32,)>;
@@ -481,7 +485,16 @@ impl LiveGuest {
             stderr,
             dropped: d1 + d2,
             fuel_consumed,
+            handles_released: self.store.data().log().take_released(),
         }
+    }
+
+    /// Releases the handles of every cap the guest still holds, so their
+    /// counts are in the next [`Self::take_captured`]. For an instance that
+    /// runs no more (a finished run, a session that stopped): dropping it
+    /// would do the same, but later and on another thread.
+    pub fn release_caps(&mut self) {
+        self.store.data_mut().release_caps();
     }
 }
 
@@ -536,6 +549,7 @@ pub fn run_guest(
     run: GuestRun,
 ) -> Result<(i32, Captured)> {
     let (mut guest, status) = LiveGuest::launch(shared, linkers, prepared, run)?;
+    guest.release_caps();
     Ok((status?, guest.take_captured()))
 }
 

@@ -25,6 +25,7 @@ mod core_p1;
 mod engine;
 mod errors;
 mod guest;
+mod handles;
 mod hostcap;
 mod limits;
 mod linker;

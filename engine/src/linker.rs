@@ -7,6 +7,7 @@
 //! `instance` resource that owns it. An embedding host's own caps come back
 //! as a [`HostCapSpec`] instead and are served by its Python code.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -18,6 +19,7 @@ use crate::bindings::host::compose::dynlink::linker::{Host, HostInstance};
 use crate::bindings::host::compose::dynlink::types;
 use crate::bindings::DynError;
 use crate::engine::Shared;
+use crate::handles::RunLog;
 use crate::hostcap::{CapInstance, HostCap, HostCapSpec};
 use crate::limits::{stop_for, Limiter, RunBudget, RunControl};
 use crate::provider::{LiveProvider, ProviderLinkers, ProviderSpec};
@@ -33,7 +35,11 @@ pub struct GuestState {
     shared: Arc<Shared>,
     linkers: Arc<ProviderLinkers>,
     resolver: Option<Py<PyAny>>,
-    report: Option<Py<PyAny>>,
+    /// Host-side reports and handle counts, shared with the run's providers.
+    log: Arc<RunLog>,
+    /// `rep`s of the live wasm cap instances in `table`: the run's end
+    /// releases their handles before the Store goes to be torn down.
+    wasm_caps: HashSet<u32>,
     budget: Arc<RunBudget>,
     control: Arc<RunControl>,
 }
@@ -72,7 +78,8 @@ impl GuestState {
             shared,
             linkers,
             resolver: run.resolver,
-            report: run.report,
+            log: Arc::new(RunLog::new(run.report)),
+            wasm_caps: HashSet::new(),
             budget: run.budget,
             control: run.control.expect("the run has started"),
         }
@@ -83,15 +90,28 @@ impl GuestState {
         self.control.clone()
     }
 
+    /// The run's log: what the host heard, handles released so far.
+    pub fn log(&self) -> &Arc<RunLog> {
+        &self.log
+    }
+
     /// Tells the host (never the guest) something went wrong in detail.
     fn report(&self, message: String) {
-        match &self.report {
-            Some(report) => Python::attach(|py| {
-                if let Err(e) = report.call1(py, (message.clone(),)) {
-                    e.print(py);
-                }
-            }),
-            None => eprintln!("pylon: {message}"),
+        self.log.report(message);
+    }
+
+    /// Releases the handles of every wasm cap the guest still holds
+    /// (`$pylon/release-all`), now rather than when the Store is dropped, so
+    /// the counts are in [`Self::log`] before the run's result is returned
+    /// (the Store itself is torn down later, off the caller's path). Only
+    /// once the guest will not run again: its caps stay resolved but their
+    /// handles are gone.
+    pub fn release_caps(&mut self) {
+        for &rep in &self.wasm_caps {
+            let this = Resource::<CapInstance>::new_own(rep);
+            if let Ok(CapInstance::Wasm(live)) = self.table.get_mut(&this) {
+                live.release_handles();
+            }
         }
     }
 
@@ -193,11 +213,17 @@ impl Host for GuestState {
             spec,
             slot,
             Some(self.control.clone()),
+            Some(self.log.clone()),
         ) {
-            Ok(live) => Ok(self
-                .table
-                .push(CapInstance::Wasm(live))
-                .map_err(|e| DynError::LimitExceeded(format!("too many live cap instances: {e}")))),
+            Ok(live) => match self.table.push(CapInstance::Wasm(live)) {
+                Ok(this) => {
+                    self.wasm_caps.insert(this.rep());
+                    Ok(Ok(this))
+                }
+                Err(e) => Ok(Err(DynError::LimitExceeded(format!(
+                    "too many live cap instances: {e}"
+                )))),
+            },
             Err(e) => {
                 // The guest learns what failed; paths and causes go to the host.
                 self.report(format!(
@@ -253,6 +279,8 @@ impl HostInstance for GuestState {
     }
 
     fn drop(&mut self, this: Resource<CapInstance>) -> Result<()> {
+        self.wasm_caps.remove(&this.rep());
+        // Dropping the provider releases its handles (LiveProvider's Drop).
         self.table.delete(this)?;
         Ok(())
     }

@@ -9,6 +9,10 @@
 //! resolve gives a fresh one). Requests *and* replies are held to
 //! `max_payload_bytes`.
 //!
+//! A cap that keeps handles hears from the host twice (src/handles.rs):
+//! `$pylon/init` right after it starts, `$pylon/release-all` when it is
+//! dropped. No guest may call those names.
+//!
 //! What is *not* limited here: the host memory used to copy one payload
 //! (bounded by the payload limit and by the cap's own memory limit).
 
@@ -28,6 +32,10 @@ use crate::bindings::cap::{Cap, CapPre};
 use crate::bindings::DynError;
 use crate::cache::read_verified;
 use crate::engine::Shared;
+use crate::handles::{
+    decode_count, init_request, RunLog, INIT, KEY_BYTES, RELEASE_ALL, RELEASE_ALL_REQUEST,
+    RELEASE_TIMEOUT, RESERVED_PREFIX,
+};
 use crate::limits::{InstanceSlot, LimitHit, Limiter, RunControl, Stopped};
 
 /// Longest method name accepted; methods are short ASCII identifiers.
@@ -36,6 +44,8 @@ const MAX_METHOD_LEN: usize = 128;
 const SHIM_SECTION: &str = "pylon:shim";
 /// Largest shim accepted (it is Python source for the guest to run).
 const MAX_SHIM_BYTES: usize = 1 << 20;
+/// The largest `max_handles` accepted (the plan schema's bound).
+pub const MAX_MAX_HANDLES: u64 = 1_000_000;
 
 /// Everything the engine needs to instantiate one provider: where its
 /// verified blob is and what it may use. Built by Python after the trust
@@ -57,12 +67,18 @@ pub struct ProviderSpec {
     pub max_payload_bytes: u64,
     /// Whether the provider gets (empty, deny-by-default) WASI imports.
     pub wasi: bool,
+    /// Live handles the cap's handle table may hold (told at `$pylon/init`).
+    pub max_handles: u64,
 }
 
 #[pymethods]
 impl ProviderSpec {
     #[new]
-    #[pyo3(signature = (*, name, path, digest, memory_bytes, timeout_ms, max_payload_bytes, wasi=false))]
+    // max_handles: the plan's default (DEFAULT_LIMITS in python/pylon/plan.py),
+    // spelled as a literal so Python's signature (and stubtest) shows it.
+    #[pyo3(signature = (*, name, path, digest, memory_bytes, timeout_ms, max_payload_bytes,
+                        wasi=false, max_handles=4096))]
+    #[allow(clippy::too_many_arguments)]
     fn py_new(
         name: String,
         path: PathBuf,
@@ -71,8 +87,15 @@ impl ProviderSpec {
         timeout_ms: u64,
         max_payload_bytes: u64,
         wasi: bool,
-    ) -> Self {
-        ProviderSpec {
+        max_handles: u64,
+    ) -> PyResult<Self> {
+        // The plan bounds it already; a spec built by hand is held to the same.
+        if !(1..=MAX_MAX_HANDLES).contains(&max_handles) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "max_handles must be 1 to {MAX_MAX_HANDLES}, got {max_handles}"
+            )));
+        }
+        Ok(ProviderSpec {
             name,
             path,
             digest,
@@ -80,7 +103,8 @@ impl ProviderSpec {
             timeout_ms,
             max_payload_bytes,
             wasi,
-        }
+            max_handles,
+        })
     }
 
     fn __repr__(&self) -> String {
@@ -178,6 +202,12 @@ pub struct LiveProvider {
     store: Store<ProviderState>,
     cap: Cap,
     dead: Option<String>,
+    /// The cap answered `$pylon/init`: it keeps a handle table, which is
+    /// released (`$pylon/release-all`) before it is dropped. Cleared once
+    /// that was done.
+    handles: bool,
+    /// The run it belongs to (`None`: a host-side [`crate::py_api::Provider`]).
+    log: Option<Arc<RunLog>>,
     // Last: the run's instance slot is returned after the Store is gone.
     _slot: InstanceSlot,
 }
@@ -194,13 +224,14 @@ impl LiveProvider {
     /// # Errors
     /// When the blob does not match its digest, the component cannot be
     /// compiled, does not export `compose:dynlink/provider`, needs imports it
-    /// was not granted, or its start-up traps.
+    /// was not granted, or its start-up or `$pylon/init` fails.
     pub fn instantiate(
         shared: &Arc<Shared>,
         linkers: &ProviderLinkers,
         spec: ProviderSpec,
         slot: InstanceSlot,
         run: Option<Arc<RunControl>>,
+        log: Option<Arc<RunLog>>,
     ) -> Result<Self> {
         let (bytes, _) = read_verified(&spec.path, &spec.digest)
             .context("its blob could not be read or does not match its digest")?;
@@ -250,14 +281,81 @@ impl LiveProvider {
             .instantiate(&mut store)
             .context("it failed to start")?;
         store.data_mut().call_deadline = None;
-        Ok(LiveProvider {
+        let mut live = LiveProvider {
             spec,
             shim,
             store,
             cap,
             dead: None,
+            handles: false,
+            log,
             _slot: slot,
-        })
+        };
+        live.init().context("it failed to start")?;
+        Ok(live)
+    }
+
+    /// `$pylon/init`: gives the cap its handle key and `max_handles`, before
+    /// any guest call. `bad-method` means it keeps no handles.
+    fn init(&mut self) -> Result<()> {
+        // Fresh per instance and never kept by the host: a token made under
+        // it means nothing to another instance, run or process.
+        let mut key = [0u8; KEY_BYTES];
+        getrandom::fill(&mut key)
+            .map_err(|e| format_err!("no randomness for its handle key: {e}"))?;
+        let request = init_request(&key, self.spec.max_handles);
+        let timeout = Duration::from_millis(self.spec.timeout_ms);
+        match self.call(INIT, &request, timeout)? {
+            Ok(_) => self.handles = true,
+            Err(DynError::BadMethod(_)) => {}
+            Err(e) => return Err(format_err!("{INIT} failed ({}): {}", e.kind(), e.message())),
+        }
+        Ok(())
+    }
+
+    /// `$pylon/release-all`, once, if the cap keeps handles: runs the
+    /// destructor of every handle still live, counts them in the run's log
+    /// and tells the host when there were any.
+    ///
+    /// It runs while the run is torn down, often *because* it was stopped
+    /// (a timeout is when handles are most likely left open), so it is
+    /// detached from the run's stop flag and has a deadline of its own:
+    /// the cap's per-call limit, at most [`RELEASE_TIMEOUT`]. Its memory
+    /// limit still holds. A failure is the host's to hear, never the guest's
+    /// (there is no guest call to fail). A dead provider is skipped:
+    /// wasmtime refuses to re-enter an instance that trapped.
+    pub fn release_handles(&mut self) {
+        if !std::mem::take(&mut self.handles) || self.dead.is_some() {
+            return;
+        }
+        self.store.data_mut().run = None;
+        let timeout = Duration::from_millis(self.spec.timeout_ms).min(RELEASE_TIMEOUT);
+        let result = self.call(RELEASE_ALL, RELEASE_ALL_REQUEST, timeout);
+        let name = &self.spec.name;
+        let failure = match result {
+            Ok(Ok(reply)) => match decode_count(&reply) {
+                Some(0) => return,
+                Some(n) => {
+                    // A host-side provider belongs to no run: its handles
+                    // are the host's own business.
+                    if let Some(log) = &self.log {
+                        log.add_released(name, n);
+                        log.report(format!(
+                            "cap '{name}': released {n} handles the run left open"
+                        ));
+                    }
+                    return;
+                }
+                None => "its reply is not a count (one CBOR unsigned integer)".to_string(),
+            },
+            Ok(Err(e)) => format!("{}: {}", e.kind(), e.message()),
+            Err(e) => e.to_string(),
+        };
+        let message = format!("cap '{name}': {RELEASE_ALL} failed: {failure}");
+        match &self.log {
+            Some(log) => log.report(message),
+            None => eprintln!("pylon: {message}"),
+        }
     }
 
     /// The cap's spec (name, digest, limits).
@@ -289,9 +387,22 @@ impl LiveProvider {
         if let Some(bad) = check_request(name, method, payload, limit) {
             return Ok(Err(bad));
         }
+        self.call(method, payload, Duration::from_millis(self.spec.timeout_ms))
+    }
+
+    /// Calls the cap's `invoke` with a deadline `timeout` from now, checking
+    /// the reply's size; no name check, so the host's own `$pylon/` calls
+    /// come through here too. Errors as [`Self::invoke`].
+    fn call(
+        &mut self,
+        method: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Result<Vec<u8>, DynError>> {
+        let limit = self.spec.max_payload_bytes;
         let data = self.store.data_mut();
         data.limiter.reset_hit();
-        data.call_deadline = Some(Instant::now() + Duration::from_millis(self.spec.timeout_ms));
+        data.call_deadline = Some(Instant::now() + timeout);
         let result =
             self.cap
                 .compose_dynlink_provider()
@@ -320,7 +431,7 @@ impl LiveProvider {
         }
     }
 
-    fn classify(&mut self, err: wasmtime::Error) -> DynError {
+    fn classify(&self, err: wasmtime::Error) -> DynError {
         let name = &self.spec.name;
         match self.store.data().limiter.hit {
             Some(LimitHit::Store) => {
@@ -354,8 +465,9 @@ impl LiveProvider {
 }
 
 /// What every cap (wasm or host) refuses before it is called: a method name
-/// that is not 1 to [`MAX_METHOD_LEN`] printable ASCII characters
-/// (`bad-method`), a payload over the cap's `limit` (`limit-exceeded`).
+/// that is not 1 to [`MAX_METHOD_LEN`] printable ASCII characters or is one
+/// of the host's (`$pylon/...`: `bad-method`), a payload over the cap's
+/// `limit` (`limit-exceeded`).
 pub fn check_request(name: &str, method: &str, payload: &[u8], limit: u64) -> Option<DynError> {
     if let Some(bad) = check_method(method) {
         return Some(bad);
@@ -386,7 +498,24 @@ fn check_method(method: &str) -> Option<DynError> {
             "method names are 1-{MAX_METHOD_LEN} printable ASCII characters, got {shown:?}{more}"
         )));
     }
+    // Checked here, before any cap sees it: a guest that could call
+    // `$pylon/release-all` could close every handle of the run's cap
+    // behind a proxy's back, and `$pylon/init` could reset its key.
+    if method.starts_with(RESERVED_PREFIX) {
+        return Some(DynError::BadMethod(format!(
+            "{method:?}: methods starting with {RESERVED_PREFIX} are reserved for the host"
+        )));
+    }
     None
+}
+
+impl Drop for LiveProvider {
+    /// The guest dropped its `instance`, or its run's Store is torn down
+    /// (after a normal end, a stop or a trap alike): the cap's handles are
+    /// released first, while its Store still exists.
+    fn drop(&mut self) {
+        self.release_handles();
+    }
 }
 
 /// The `pylon:shim` custom section of a component, at its top level.

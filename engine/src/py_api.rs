@@ -2,7 +2,7 @@
 //! convert arguments, release the GIL around wasm, and map errors via
 //! [`crate::errors`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -198,6 +198,13 @@ impl Outcome {
     #[getter]
     fn fuel_consumed(&self) -> Option<u64> {
         self.captured.fuel_consumed
+    }
+
+    /// Handles each cap released when dropped (`$pylon/release-all`): cap
+    /// name -> count, only caps that released any.
+    #[getter]
+    fn handles_released(&self) -> BTreeMap<String, u64> {
+        self.captured.handles_released.clone()
     }
 }
 
@@ -398,7 +405,14 @@ impl Engine {
             .expect("an unlimited budget has room");
         let live = py
             .detach(|| {
-                LiveProvider::instantiate(&self.shared, &self.provider_linkers, spec, slot, None)
+                LiveProvider::instantiate(
+                    &self.shared,
+                    &self.provider_linkers,
+                    spec,
+                    slot,
+                    None,
+                    None,
+                )
             })
             .map_err(engine_error)?;
         Ok(Provider {
@@ -547,6 +561,10 @@ impl Guest {
         let (result, captured) = py
             .detach(|| {
                 let (mut live, result) = self.launch(run)?;
+                // The run is over: its caps' handles are released here, so
+                // their counts are in this outcome (the rest of the teardown
+                // is retired).
+                live.release_caps();
                 let captured = live.take_captured();
                 engine.retirer.retire(live);
                 wasmtime::Result::Ok((result, captured))
@@ -657,6 +675,11 @@ impl Session {
                     signal,
                     main_thread,
                 );
+                if result.is_err() {
+                    // The session ends with this call: its caps' handles
+                    // count in this outcome.
+                    live.release_caps();
+                }
                 let captured = live.take_captured();
                 if result.is_err() {
                     // A stopped or trapped instance is in an unknown state.

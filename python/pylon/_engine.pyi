@@ -36,6 +36,7 @@ class ProviderSpec:
     timeout_ms: int
     max_payload_bytes: int
     wasi: bool
+    max_handles: int
     def __new__(
         cls,
         *,
@@ -46,7 +47,9 @@ class ProviderSpec:
         timeout_ms: int,
         max_payload_bytes: int,
         wasi: bool = False,
-    ) -> ProviderSpec: ...
+        max_handles: int = 4096,
+    ) -> ProviderSpec:
+        """Raises ``ValueError`` unless ``1 <= max_handles <= 1_000_000``."""
 
 @final
 class HostCapSpec:
@@ -78,6 +81,9 @@ class Outcome:
     def dropped(self) -> int: ...
     @property
     def fuel_consumed(self) -> int | None: ...
+    @property
+    def handles_released(self) -> dict[str, int]:
+        """Cap name -> handles its ``$pylon/release-all`` released when it was dropped."""
 
 @final
 class Session:

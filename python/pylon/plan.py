@@ -92,15 +92,19 @@ class CapLimits:
         memory_mb: largest memory the cap's instance may grow to, MiB.
         timeout_ms: wall-clock budget of one ``invoke``, milliseconds.
         max_payload_mb: largest request or reply payload of one ``invoke``, MiB.
+        max_handles: live handles the cap instance's handle table may hold
+            (docs/cap-interface.md, "Handles"); told to the cap at ``$pylon/init``.
 
-    These limit one cap instance's memory, the time of a call and the size of
-    what crosses the boundary. The guest has :class:`GuestLimits`; all the cap
-    instances of one run together have :class:`RunLimits`.
+    These limit one cap instance's memory, the time of a call, the size of
+    what crosses the boundary and the resources a run may hold open in it.
+    The guest has :class:`GuestLimits`; all the cap instances of one run
+    together have :class:`RunLimits`.
     """
 
     memory_mb: int | None = None
     timeout_ms: int | None = None
     max_payload_mb: int | None = None
+    max_handles: int | None = None
 
     def effective(self) -> CapLimits:
         """These limits with every unset one taken from :data:`DEFAULT_LIMITS`."""
@@ -114,7 +118,9 @@ class CapLimits:
 #: * timeout-ms 10000: a call that runs ten seconds is stuck more often than busy.
 #: * max-payload-mb 64: a payload is copied into the cap's memory, so it must
 #:   fit well inside memory-mb, twice (request and reply).
-DEFAULT_LIMITS = CapLimits(memory_mb=256, timeout_ms=10_000, max_payload_mb=64)
+#: * max-handles 4096: far more open statements or connections than a program
+#:   keeps on purpose, few enough that a leak in a loop is stopped early.
+DEFAULT_LIMITS = CapLimits(memory_mb=256, timeout_ms=10_000, max_payload_mb=64, max_handles=4096)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,7 +191,8 @@ class RunLimits:
 DEFAULT_RUN_LIMITS = RunLimits(max_instances=32, max_memory_mb=1024)
 
 # JSON key <-> attribute, in one table per object so the two spellings cannot drift.
-_LIMIT_KEYS = {"memory-mb": "memory_mb", "timeout-ms": "timeout_ms", "max-payload-mb": "max_payload_mb"}
+_LIMIT_KEYS = {"memory-mb": "memory_mb", "timeout-ms": "timeout_ms", "max-payload-mb": "max_payload_mb",
+               "max-handles": "max_handles"}
 _GUEST_LIMIT_KEYS = {"timeout-ms": "timeout_ms", "memory-mb": "memory_mb", "tmp-mb": "tmp_mb"}
 _RUN_LIMIT_KEYS = {"max-instances": "max_instances", "max-memory-mb": "max_memory_mb"}
 _KEYS_OF: dict[type, dict[str, str]] = {CapLimits: _LIMIT_KEYS, GuestLimits: _GUEST_LIMIT_KEYS,

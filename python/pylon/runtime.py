@@ -138,7 +138,7 @@ class Resolver:
                                         "composectl's error output says why") from None
         limits = entry.limits.effective()
         assert limits.memory_mb is not None and limits.timeout_ms is not None
-        assert limits.max_payload_mb is not None
+        assert limits.max_payload_mb is not None and limits.max_handles is not None
         return ProviderSpec(
             name=name,
             path=str(path),
@@ -147,6 +147,7 @@ class Resolver:
             timeout_ms=limits.timeout_ms,
             max_payload_bytes=limits.max_payload_mb * MIB,
             wasi=entry.wasi,
+            max_handles=limits.max_handles,
         )
 
     def _trust_gate(self, name: str, entry: CapEntry) -> None:

@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,6 +77,10 @@ class Result:
         out_of_fuel: its fuel ran out.
         fuel_consumed: fuel it used (sandboxes with ``fuel=`` only).
         output_dropped: bytes printed past ``max_output_bytes`` (lost).
+        handles_released: cap name -> handles the run left open, which the
+            cap released (ran their destructors) when it was dropped; only
+            caps that released any. For a session call: the caps dropped
+            during it (and all of them when it ended the session).
     """
 
     exit_code: int
@@ -87,6 +91,7 @@ class Result:
     out_of_fuel: bool = False
     fuel_consumed: int | None = None
     output_dropped: int = 0
+    handles_released: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -107,6 +112,7 @@ def _result(outcome: _engine.Outcome, duration: float) -> Result:
         out_of_fuel=outcome.stopped == "fuel",
         fuel_consumed=outcome.fuel_consumed,
         output_dropped=outcome.dropped,
+        handles_released=outcome.handles_released,
     )
 
 
