@@ -79,7 +79,7 @@ def test_plan_new_add_show_remove(cap_file: Path, tmp_path: Path) -> None:
     assert again.exit_code == 2 and "already exists; pass --force" in again.stderr
 
     result = invoke("plan", "add", "app.json", "crc32c", str(cap_file), "--memory-mb", "128",
-                    "--timeout-ms", "500", "--max-payload-mb", "8", "--wasi",
+                    "--timeout-ms", "500", "--max-payload-mb", "8", "--max-handles", "16", "--wasi",
                     "--source", "https://mirror.example/crc32c.wasm")
     assert result.exit_code == 0, result.output
     assert f"composectl trust allow crc32c {CAP_DIGEST}" in result.stderr
@@ -87,6 +87,7 @@ def test_plan_new_add_show_remove(cap_file: Path, tmp_path: Path) -> None:
     assert cap.digest == CAP_DIGEST and cap.wasi and cap.size == len(CAP)
     assert cap.sources == (cap_file.resolve().as_uri(), "https://mirror.example/crc32c.wasm")
     assert (cap.limits.memory_mb, cap.limits.timeout_ms, cap.limits.max_payload_mb) == (128, 500, 8)
+    assert cap.limits.max_handles == 16
     assert BlobStore().has(CAP_DIGEST)
 
     shown = invoke("plan", "show", "app.json")

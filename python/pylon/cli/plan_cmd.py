@@ -125,6 +125,9 @@ def add(
     max_payload_mb: Annotated[int | None, typer.Option(
         help=f"Largest payload per call in MiB (default {DEFAULT_LIMITS.max_payload_mb}).",
         show_default=False)] = None,
+    max_handles: Annotated[int | None, typer.Option(
+        help=f"Most live handles (resources) the cap may hold for one run, for caps with a generated "
+             f"interface (default {DEFAULT_LIMITS.max_handles}).", show_default=False)] = None,
     wasi: Annotated[bool, typer.Option(
         "--wasi", help="Let the cap import WASI (deny-by-default context). Default: it imports nothing.")
     ] = False,
@@ -153,7 +156,8 @@ def add(
     if signature is not None:
         sig_digest, sig_source, sig_size = _store_file(store, signature)
         found_signature = BlobRef(digest=sig_digest, sources=(sig_source,), size=sig_size)
-    limits = CapLimits(memory_mb=memory_mb, timeout_ms=timeout_ms, max_payload_mb=max_payload_mb)
+    limits = CapLimits(memory_mb=memory_mb, timeout_ms=timeout_ms, max_payload_mb=max_payload_mb,
+                       max_handles=max_handles)
     with _editing(plan):
         updated = current.with_cap(name, digest=digest, sources=sources, limits=limits, wasi=wasi, size=size,
                                    signature=found_signature)
@@ -178,7 +182,7 @@ def remove(
 
 
 _CAP_LIMITS = (("memory", "memory_mb", "MiB"), ("timeout", "timeout_ms", "ms"),
-               ("payload", "max_payload_mb", "MiB"))
+               ("payload", "max_payload_mb", "MiB"), ("handles", "max_handles", ""))
 _GUEST_LIMITS = (("memory", "memory_mb", "MiB"), ("timeout", "timeout_ms", "ms"), ("tmp", "tmp_mb", "MiB"))
 _RUN_LIMITS = (("instances", "max_instances", ""), ("cap memory", "max_memory_mb", "MiB"))
 
