@@ -69,6 +69,17 @@ class BadPayload(DynlinkError, ValueError):
     kind = "bad-payload"
 
 
+#: Prefixed to the method name: this guest gives the host its request buffer,
+#: which the host fills with the reply when it fits. componentize-py 0.25.1
+#: copies a ``bytes`` argument of an import into a block it never frees
+#: (``maybe_pop_list`` in its runtime; wit-dylib frees lists only on its slow
+#: path), so without this every call leaked its payload. The guest frees the
+#: reply's buffer after copying it into a ``bytes``, and with it that block.
+#: The host's side: engine/src/guest.rs, ``DONATE_PREFIX``. Drop this once
+#: componentize-py frees the copy itself (the host would then write into a
+#: block the runtime frees too).
+_DONATE = "\0"
+
 _BY_CASE = {
     _types.Error_Denied: CapDenied,
     _types.Error_NotFound: CapNotFound,
@@ -95,8 +106,12 @@ class Cap:
 
     def invoke(self, method: str, payload: bytes = b"") -> bytes:
         """Calls ``method`` with raw ``payload`` bytes; returns the reply bytes."""
+        if type(payload) is not bytes:
+            # componentize-py lowers only `bytes` to `list<u8>`; a bytearray
+            # or memoryview made the guest trap.
+            payload = bytes(payload)
         try:
-            return self._invoke(method, payload)
+            return self._invoke(_DONATE + method, payload)
         except Err as err:
             raise _translate(err) from None
 
