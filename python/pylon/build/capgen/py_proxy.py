@@ -116,9 +116,15 @@ try:
     from pylon_guest.dynlink import _translate as _tr
     _raw = _cap._invoke
     _RawErr = _Err
+    # What Cap.invoke puts before a method name, if anything (the guest's
+    # request-buffer donation, pylon_guest.dynlink._DONATE): calling the
+    # import directly, the proxy must send the same. Prefixed once, here.
+    from pylon_guest import dynlink as _dynlink
+    _D = getattr(_dynlink, "_DONATE", "")
 except (ImportError, AttributeError):
     _raw = _cap.invoke
     _tr = None
+    _D = ""  # cap.invoke adds whatever it needs itself
 
     class _RawErr(Exception):  # type: ignore[no-redef]
         """Never raised: cap.invoke raises its errors itself."""
@@ -138,6 +144,7 @@ _utf8 = str.encode
 _SMALL = [bytes((i,)) for i in range(24)]
 _TEXT = [bytes((0x60 | i,)) for i in range(24)]
 _BYTES = [bytes((0x40 | i,)) for i in range(24)]
+_view = memoryview
 
 
 def _head(major: int, n: int) -> bytes:
@@ -189,6 +196,13 @@ def _e_bytes(v: bytes) -> bytes:
     if v.__class__ is not bytes:
         v = bytes(v)
     return (_BYTES[n] if n < 24 else _head(0x40, n)) + v
+
+
+# Heads for 0..255 (an unsigned int; a text / byte string's length): the
+# generated signatures index these inline instead of calling an encoder.
+_U8 = [_head(0x00, i) for i in range(256)]
+_T8 = [_head(0x60, i) for i in range(256)]
+_B8 = [_head(0x40, i) for i in range(256)]
 
 
 def _e_list(v: _t.Any, enc: _t.Any) -> bytes:
@@ -321,8 +335,15 @@ def _handle(v: _t.Any, cls: type, what: str) -> bytes:
 
 def _consume(v: _t.Any) -> None:
     """After ``v`` went to the cap as an own<R> argument: it is the cap's now."""
-    v._h = None
+    v._h = v._a = None
     v._f.detach()
+
+
+def _a1(o: _t.Any) -> bytes | None:
+    """The request of a method without arguments (``[handle]``) for a handle
+    object ``_adopt`` did not make, or None when it is closed."""
+    h = o._h
+    return None if h is None else b"\x81" + h
 
 
 def _gc_drop(method: str, h: bytes) -> None:
@@ -336,6 +357,8 @@ def _gc_drop(method: str, h: bytes) -> None:
 
 def _adopt(o: _t.Any, h: bytes, drop: str) -> _t.Any:
     o._h = h
+    # A method without arguments sends exactly this: built once, not per call.
+    o._a = b"\x81" + h
     f = o._f = _weakref.finalize(o, _gc_drop, drop, h)
     # Not at interpreter exit: the host's $pylon/release-all frees what is left.
     f.atexit = False
@@ -357,14 +380,15 @@ def _h_plain(v: _t.Any) -> bytes:
 class _Handle:
     """What every resource class shares: the token, close, ``with``."""
 
-    __slots__ = ("_h", "_f", "__weakref__")
+    __slots__ = ("_h", "_a", "_f", "__weakref__")
     _h: bytes | None
+    _a: bytes | None
     _drop: str = ""
 
     def _close(self) -> None:
         h = self._h
         if h is not None:
-            self._h = None
+            self._h = self._a = None
             self._f.detach()
             try:
                 _raw(self._drop, b"\x81" + h)
@@ -397,6 +421,16 @@ class _Gen:
         self.conv_names: dict[Type, str | None] = {}
         self.classes: dict[str, str] = {}  # WIT name -> Python class, for records/variants/enums/resources
         self.counter = 0
+        self.methods: dict[str, str] = {}  # method -> its module constant
+
+    def method_const(self, method: str) -> str:
+        """A module constant holding the name ``method`` is sent as (``_D`` +
+        method), so a call does not build it."""
+        name = self.methods.get(method)
+        if name is None:
+            name = self.methods[method] = self.fresh("_M")
+            self.helpers.append(f"{name} = _D + {method!r}")
+        return name
 
     def fresh(self, prefix: str) -> str:
         self.counter += 1
@@ -657,16 +691,25 @@ class _Gen:
         lines += _docstring(doc, inner)
         # The request: a definite-length array, the handle first for a method.
         n = len(params) + (1 if is_method else 0)
-        parts = [_bytes_lit(_array_header(n))]
-        if is_method:
-            lines += [f"{inner}_h = self._h", f"{inner}if _h is None:", f"{inner}    _closed({f.resource.name!r})"]  # type: ignore[union-attr]
-            parts.append("_h")
-        parts += [self.enc(p.type, n_) for n_, p in zip(names, params, strict=True)]
-        lines.append(f"{inner}_p = {' + '.join(parts)}")
+        what = f.resource.name if f.resource is not None else ""
+        if is_method and not params:
+            # The whole request is prebuilt per handle (_adopt).
+            lines += [f"{inner}try:", f"{inner}    _p = self._a", f"{inner}except AttributeError:",
+                      f"{inner}    _p = _a1(self)", f"{inner}if _p is None:", f"{inner}    _closed({what!r})"]
+        else:
+            parts = [_bytes_lit(_array_header(n))]
+            if is_method:
+                lines += [f"{inner}_h = self._h", f"{inner}if _h is None:", f"{inner}    _closed({what!r})"]
+                parts.append("_h")
+            for i, (n_, p) in enumerate(zip(names, params, strict=True)):
+                parts += self.inline_enc(p.type, n_, i, lines, inner)
+            # One join beats a chain of concatenations (each a new bytes) past three parts.
+            joined = f"b''.join(({', '.join(parts)}))" if len(parts) > 3 else " + ".join(parts)
+            lines.append(f"{inner}_p = {joined}")
         for n_, p in zip(names, params, strict=True):
             if isinstance(p.type, Handle) and p.type.own:
                 lines.append(f"{inner}_consume({n_})")
-        lines += [f"{inner}try:", f"{inner}    _r = _raw({f.method!r}, _p)",
+        lines += [f"{inner}try:", f"{inner}    _r = _raw({self.method_const(f.method)}, _p)",
                   f"{inner}except _RawErr as _x:", f"{inner}    raise _tr(_x) from None"]
         if is_ctor:
             cls = py_class(f.resource.name)  # type: ignore[union-attr]
@@ -686,6 +729,24 @@ class _Gen:
             return lines
         lines += self.reply(f.result, f.method, inner)
         return lines
+
+    def inline_enc(self, t: Type, x: str, i: int, lines: list[str], inner: str) -> list[str]:
+        """The parts (expressions) encoding argument ``x``, the ``i``-th,
+        appending any statements they need to ``lines``: the scalars and
+        strings without a function call, the rest through ``enc``."""
+        if isinstance(t, Prim) and t.name in _INTS:
+            return [f"(_U8[{x}] if {x}.__class__ is int and 0 <= {x} < 256 else _e_int({x}))"]
+        if isinstance(t, Prim) and t.name == "bool":
+            return [f"(b'\\xf5' if {x} else b'\\xf4')"]
+        if isinstance(t, Prim) and t.name == "string":
+            lines += [f"{inner}_s{i} = _utf8({x})", f"{inner}_n{i} = len(_s{i})"]
+            return [f"(_T8[_n{i}] if _n{i} < 256 else _head(0x60, _n{i}))", f"_s{i}"]
+        if isinstance(t, ListT) and t.is_bytes:
+            # bytes as is; another buffer (bytearray, memoryview) copied to bytes.
+            lines += [f"{inner}_s{i} = {x} if {x}.__class__ is bytes else bytes(_view({x}))",
+                      f"{inner}_n{i} = len(_s{i})"]
+            return [f"(_B8[_n{i}] if _n{i} < 256 else _head(0x40, _n{i}))", f"_s{i}"]
+        return [self.enc(t, x)]
 
     def reply(self, t: Type | None, method: str, inner: str) -> list[str]:
         """Lines decoding the reply ``_r`` and returning (or raising) the value."""
@@ -737,6 +798,9 @@ class _Gen:
         return [f"{inner}if len(_r) > {at}:", f"{inner}    _c = _r[{at}] - {major}",
                 f"{inner}    if 0 <= _c < 24 and len(_r) == {at + 1} + _c:",
                 f"{inner}        return _r[{at + 1}:]{then}",
+                # A length in one byte (24 to 255): a typical packed row.
+                f"{inner}    if _c == 24 and len(_r) > {at + 1} and len(_r) == {at + 2} + _r[{at + 1}]:",
+                f"{inner}        return _r[{at + 2}:]{then}",
                 f"{inner}    _c = _start(_r, {at}, {major})", f"{inner}    if _c > 0:",
                 f"{inner}        return _r[_c:]{then}"]
 
@@ -748,7 +812,7 @@ class _Gen:
                  "",
                  "    ``close()`` (unless the WIT has its own ``close``) and ``with`` drop it;",
                  '    so does garbage collection."""', "",
-                 "    __slots__ = ()", f"    _drop = {('[drop]' + r.name)!r}", ""]
+                 "    __slots__ = ()", f"    _drop = _D + {('[drop]' + r.name)!r}", ""]
         if not any(f.kind == "constructor" for f in funcs):
             lines += ["    def __init__(self) -> None:",
                       f"        raise TypeError('{r.name} has no constructor')", ""]
