@@ -134,7 +134,7 @@ def test_dropping_the_instance_releases_its_handles_then(make_plan: Callable[...
     assert r.stdout == b"0 1\n", r.stderr
     assert r.handles_released == {NAME: 4}  # 3 at the drop, 1 at the end
     assert [m.split(": ", 1)[1] for m in reports.about("released")] == [
-        "released 3 handles the run left open", "released 1 handles the run left open"]
+        "released 3 handles the run left open", "released 1 handle the run left open"]
 
 
 def test_a_cap_that_trapped_is_not_called_again(make_plan: Callable[..., Path]) -> None:

@@ -340,8 +340,9 @@ impl LiveProvider {
                     // are the host's own business.
                     if let Some(log) = &self.log {
                         log.add_released(name, n);
+                        let handles = if n == 1 { "handle" } else { "handles" };
                         log.report(format!(
-                            "cap '{name}': released {n} handles the run left open"
+                            "cap '{name}': released {n} {handles} the run left open"
                         ));
                     }
                     return;

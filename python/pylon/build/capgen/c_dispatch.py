@@ -43,7 +43,7 @@ from pylon.errors import BuildError
 __all__ = ["GENERATOR_VERSION", "c_prefix", "face_depth", "function_c_name", "generate_dispatch"]
 
 #: Bump when the generated C changes; part of the cap build's cache key.
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 _C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern float for goto
 if inline int long register restrict return short signed sizeof static struct switch typedef union unsigned void
@@ -218,11 +218,15 @@ class _Gen:
                               f"static void free_{n}(pylon_t{n} *);")
         for t, n in list(self.ids.items()):
             me = f"pylon_t{n}"
+            # `(void)` on every parameter: some bodies (an empty record, a
+            # type with nothing to free) use none, and a cap built with
+            # -Wall -Wextra should not hear about generated code.
             self.funcs.append(f"PYLON_UNUSED static bool dec_{n}(pylon_rd_t *r, {me} *out) {{\n"
-                              f"{self.dec_body(t)}}}\n")
+                              f"    (void)r; (void)out;\n{self.dec_body(t)}}}\n")
             self.funcs.append(f"PYLON_UNUSED static void enc_{n}(pylon_wr_t *o, const {me} *v) {{\n"
-                              f"{self.enc_body(t)}}}\n")
-            self.funcs.append(f"PYLON_UNUSED static void free_{n}({me} *v) {{\n{self.free_body(t)}}}\n")
+                              f"    (void)o; (void)v;\n{self.enc_body(t)}}}\n")
+            self.funcs.append(f"PYLON_UNUSED static void free_{n}({me} *v) {{\n    (void)v;\n"
+                              f"{self.free_body(t)}}}\n")
 
     def free_call(self, t: Type, expr: str) -> str:
         return f"free_{self.ids[t]}(&{expr});" if _needs_free(t) else ""
