@@ -119,3 +119,31 @@ def test_a_sandbox_counts_what_each_run_left_open(pylon: Pylon, kv_plan: Path,
     closed = sb.run("from pylon_guest import dynlink\nwith dynlink.load('kv').api.Store() as s: pass\n")
     assert closed.exit_code == 0 and closed.handles_released == {}
     assert json.dumps(heard).count("released 2 handles") == 1
+
+
+def test_pylon_guest_sqlite_can_switch_to_the_dynlink_cap(pylon: Pylon, tmp_path: Path) -> None:
+    """A stock pylon (sqlite embedded) told to use the plan's sqlite cap instead:
+    swapping SQLite without rebuilding pylon.wasm."""
+    from pylon.build import caps
+
+    built = caps.build_cap(REPO / "caps" / "sqlite")
+    plan = tmp_path / "plan.json"
+    plan.write_text(pylon.default_plan.read_text())
+    pylon.composectl("plan", "add", str(plan), "sqlite", str(built.path), check=True)
+    pylon.composectl("trust", "allow", "sqlite", built.digest, check=True)
+    out, _ = run(pylon, plan, tmp_path, """
+        from pylon_guest import sqlite
+        print(sqlite.backend().name)
+        first = sqlite.connect(":memory:")
+        print(sqlite.use_backend("dynlink").name)
+        db = sqlite.connect(":memory:")
+        db.execute("create table t (x)")
+        db.executemany("insert into t values (?)", [(1,), (2,)])
+        print(db.execute("select sum(x) from t").fetchone(), first.execute("select 7").fetchone())
+        try:
+            sqlite.use_backend("other")
+        except ValueError as e:
+            print("ValueError", e)
+    """)
+    assert out.splitlines() == ["embedded", "dynlink", "(3,) (7,)",
+                                "ValueError backend must be 'embedded', 'dynlink' or None, not 'other'"]

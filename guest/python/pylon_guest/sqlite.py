@@ -56,7 +56,7 @@ from typing import Any, Iterable, Iterator
 __all__ = [
     "Connection", "Cursor", "DataError", "DatabaseError", "Error", "IntegrityError", "InterfaceError",
     "InternalError", "NotSupportedError", "OperationalError", "ProgrammingError", "Row", "Warning",
-    "apilevel", "backend", "connect", "paramstyle", "sqlite_version", "sqlite_version_info", "threadsafety",
+    "apilevel", "backend", "connect", "paramstyle", "sqlite_version", "sqlite_version_info", "threadsafety", "use_backend",
 ]
 
 # Imported here, not lazily: componentize-py bundles only modules imported
@@ -242,8 +242,10 @@ class _Backend:
     around the same ``Error`` record, so the rest of this module has one code
     path."""
 
-    def __init__(self) -> None:
-        if _wit is not None:
+    def __init__(self, want: str | None = None) -> None:
+        if want == "embedded" and _wit is None:
+            raise ImportError("this pylon has no embedded sqlite; use the dynlink backend")
+        if _wit is not None and want != "dynlink":
             self.name = "embedded"
             self._open = _wit.Connection.open
         else:
@@ -272,6 +274,20 @@ def backend() -> Any:
     global _backend
     if _backend is None:
         _backend = _Backend()
+    return _backend
+
+
+def use_backend(name: str | None) -> Any:
+    """Chooses the backend for later connect() calls: "embedded" (the cap
+    plugged into this pylon), "dynlink" (the cap the plan calls "sqlite", e.g.
+    a newer build swapped in without rebuilding pylon) or None (embedded when
+    present, else dynlink). Connections already open keep theirs. Returns the
+    backend; raises ImportError (no embedded cap) or a dynlink error (no
+    usable cap in the plan) at once rather than at the next connect()."""
+    global _backend
+    if name not in ("embedded", "dynlink", None):
+        raise ValueError(f"backend must be 'embedded', 'dynlink' or None, not {name!r}")
+    _backend = _Backend(name)
     return _backend
 
 
