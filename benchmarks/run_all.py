@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
 import bench_embedded  # noqa: E402
 import bench_embedding  # noqa: E402
+import bench_handles  # noqa: E402
 import bench_invoke  # noqa: E402
 import bench_startup  # noqa: E402
 import bench_throughput  # noqa: E402
@@ -202,9 +203,14 @@ def main() -> int:
     # -- 6. the embedding API and the CLI vs eryx: bench_embedding.py ---------
     embedding = bench_embedding.run_and_report(quick=opts.quick)
 
+    # -- 7. handles over dynlink: bench_handles.py ------------------------------
+    print("\n7. Handles over dynlink: SQLite via the generated proxy vs embedded vs built-in sqlite3")
+    handles = bench_handles.measure(repeats=5 if opts.quick else bench_handles.REPEATS)
+    print("\n".join(bench_handles.report(handles)))
+
     if opts.json:
         opts.json.write_text(json.dumps({"invoke": inv, "throughput": thr, "warm": warm, "resolve": res,
-                                         "embedding": embedding}, indent=1, default=str))
+                                         "embedding": embedding, "handles": handles}, indent=1, default=str))
     return 0
 
 

@@ -71,10 +71,21 @@ def _measured(key: str, mode: str, r: dict[str, Any]) -> str:
     return ""
 
 
+def _answer(key: str, mode: str, seed: str, r: dict[str, Any]) -> str:
+    """The seed's answer, except where this cap changes it: a dynlink face
+    generated from a WIT interface holds handles (the seed's footnote, "handles
+    need app-level session tokens", no longer applies; docs/cap-interface.md)."""
+    if key == "handles" and mode == "dynlink" and str(r.get("handles") or "").startswith("yes"):
+        return "Yes"
+    return seed
+
+
 def answers(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The five questions: the seed's answer and the measured figure per mode."""
+    """The five questions: the seed's answer, the answer for this cap, and the
+    measured figure per mode."""
     modes = result["modes"]
     return [{"key": key, "question": q, "seed": dict(seed),
+             "answer": {m: _answer(key, m, seed[m], modes[m]) for m in MODES},
              "measured": {m: _measured(key, m, modes[m]) for m in MODES}} for key, q, seed in QUESTIONS]
 
 
@@ -109,7 +120,7 @@ def render(result: dict[str, Any]) -> None:
     for m in MODES:
         table.add_column(escape(_header(m, modes[m])), ratio=3)
     for row in answers(result):
-        table.add_row(escape(row["question"]), *(escape(f"{row['seed'][m]}: {row['measured'][m]}") for m in MODES))
+        table.add_row(escape(row["question"]), *(escape(f"{row['answer'][m]}: {row['measured'][m]}") for m in MODES))
     out.print(table)
     # Figures and messages carry "[static]" and the like: never rich markup.
     if result.get("note"):
@@ -142,7 +153,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
     lines.append("| Question | " + " | ".join(MODE_TITLES[m] for m in MODES) + " |")
     lines.append("|---|" + "---|" * len(MODES))
     for row in answers(result):
-        cells = [f"{row['seed'][m]}: {row['measured'][m]}".replace("|", "\\|") for m in MODES]
+        cells = [f"{row['answer'][m]}: {row['measured'][m]}".replace("|", "\\|") for m in MODES]
         lines.append(f"| {row['question']} | " + " | ".join(cells) + " |")
     unavailable = [f"{MODE_TITLES[m]}: {modes[m]['why']}" for m in MODES if not modes[m]["available"]]
     if unavailable:
