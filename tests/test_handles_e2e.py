@@ -23,11 +23,17 @@ KV = REPO / "examples" / "kv-cap"
 
 
 @pytest.fixture(scope="module")
-def kv_plan(pylon: Pylon, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The kv cap, built from a copy of its folder (a third party's checkout), in a plan."""
-    work = tmp_path_factory.mktemp("kv")
-    folder = work / "kv-cap"
+def kv_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the kv example's folder: a third party's checkout."""
+    folder = tmp_path_factory.mktemp("kv") / "kv-cap"
     shutil.copytree(KV, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def kv_plan(pylon: Pylon, kv_folder: Path) -> Path:
+    """The kv cap, built from its folder, in a plan allowing 3 handles."""
+    work, folder = kv_folder.parent, kv_folder
     digest, path = pylon.composectl("cap", "build", str(folder), check=True).stdout.split()
     plan = work / "kv-plan.json"
     pylon.composectl("plan", "new", str(plan), check=True)
@@ -147,3 +153,16 @@ def test_pylon_guest_sqlite_can_switch_to_the_dynlink_cap(pylon: Pylon, tmp_path
     """)
     assert out.splitlines() == ["embedded", "dynlink", "(3,) (7,)",
                                 "ValueError backend must be 'embedded', 'dynlink' or None, not 'other'"]
+
+
+def test_composectl_bench_measures_a_third_party_generated_face(pylon: Pylon, kv_folder: Path,
+                                                                tmp_path: Path) -> None:
+    out = tmp_path / "kv.json"
+    done = pylon.composectl("bench", str(kv_folder), "--quick", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    handles = next(q for q in result["questions"] if q["key"] == "handles")
+    assert handles["answer"]["dynlink"] == "Yes" and handles["seed"]["dynlink"] == "No*"
+    dyn = result["modes"]["dynlink"]
+    assert dyn["tiny"]["median_us"] > 0 and len(dyn["bulk"]) == 3
+    assert all(b["median_mbs"] > 0 for b in dyn["bulk"].values())
