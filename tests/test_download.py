@@ -96,7 +96,7 @@ def test_bad_pins_are_refused_before_anything_is_fetched(pin: dict, message: str
 
 
 def test_registry_sdist_through_pip(cache: Path) -> None:
-    # The real thing, as the builds use it: zcbor's sdist, pinned in caps/cborcalc/cap.toml.
+    # The real thing, as the builds use it: zcbor's sdist, pinned once for every cap in caps/_sdk/sdk.toml.
     pin = Pin(sha256="c04918392e2dbb14c6f038d776e2ea6b09c34ba1028b045aadd7c3a95616bc38", pypi="zcbor==0.9.1")
     got = download.fetch(pin)
     assert got.name == "zcbor-0.9.1.tar.gz" and got.parent.name == pin.sha256

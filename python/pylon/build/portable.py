@@ -113,9 +113,17 @@ class BuiltRouter:
 
 
 def routed_caps() -> tuple[str, ...]:
-    """The caps the router serves: every cap in ``caps/`` with a dynlink face
-    (by folder, which is the cap's name)."""
-    return tuple(cap_dir.name for cap_dir in caps.find_caps(CAPS_DIR, face="dynlink"))
+    """The caps the router serves: every cap in ``caps/`` with a hand-written
+    dynlink face (by folder, which is the cap's name).
+
+    A face generated from an ``[interface]`` (docs/cap-interface.md) is not
+    routed: its dispatch, wit-bindgen's ``bindings.c`` and the SDK's handle
+    table are one per component (global symbols), and the router has no
+    ``$pylon/init`` to key its handles. Such a cap answers ``not-found`` under
+    a portable host; its embedded face (if the guest has one) is what runs
+    there, as SQLite's does."""
+    return tuple(cap_dir.name for cap_dir in caps.find_caps(CAPS_DIR, face="dynlink")
+                 if caps.load_manifest(cap_dir).interface is None)
 
 
 def _router_key(routed: tuple[str, ...]) -> str:

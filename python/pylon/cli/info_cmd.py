@@ -54,10 +54,11 @@ def _embeddable_caps() -> dict[str, Any]:
 
     try:
         caps = manifest.embeddable()
+        sdk = manifest.sdk_vendors()  # the SDK's pins (zcbor), in every manifest: not the cap's own
     except PylonError as exc:
         return {"error": str(exc)}
     return {name: {"stock": bool(m.embedded and m.embedded.stock),
-                   "vendored": {v.name: v.version or v.source for v in m.vendors.values()}}
+                   "vendored": {v.name: v.version or v.source for key, v in m.vendors.items() if key not in sdk}}
             for name, m in sorted(caps.items())}
 
 
