@@ -204,8 +204,8 @@ def report(r: dict[str, Any]) -> list[str]:
               f"  the WIT import, called directly:   {p['direct']['median_us']:.3f} / {p['direct']['best_us']:.3f}",
               f"  proxy counter.get():               {p['proxy']['median_us']:.3f} / {p['proxy']['best_us']:.3f}",
               f"  empty loop:                        {p['loop']['median_us']:.3f} / {p['loop']['best_us']:.3f}",
-              f"  proxy over the direct import: {extra:+.3f} us (best {extra_best:+.3f}); target <= {TARGET_PROXY_EXTRA_US} us: "
-              f"{'MET' if extra <= TARGET_PROXY_EXTRA_US else 'MISSED'}"]
+              f"  proxy over the direct import: {extra:+.3f} us (best {extra_best:+.3f}); "
+              f"target <= {TARGET_PROXY_EXTRA_US} us: {'MET' if extra <= TARGET_PROXY_EXTRA_US else 'MISSED'}"]
     return lines
 
 
