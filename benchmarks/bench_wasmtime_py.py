@@ -92,7 +92,10 @@ def guest_linker(engine: Engine, cap: Component) -> Linker:
         return ResourceHost.own(rep, INSTANCE_TYPE)
 
     def invoke(store, this, method: str, payload: bytes):
-        return live[this.to_host(store).rep].invoke(method, payload)
+        # A leading U+0000 offers the request buffer for the reply
+        # (docs/guest-api.md, "Memory per call"): this host declines, and
+        # drops the marker as every host must.
+        return live[this.to_host(store).rep].invoke(method.removeprefix("\0"), payload)
 
     def shim(_store, _this):
         return None
