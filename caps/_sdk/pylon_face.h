@@ -352,6 +352,19 @@ typedef struct {
 } pylon_wr_t;
 
 #define PYLON_WR_FIRST 256
+/* The most bytes one CBOR head takes (major type + 8-byte argument). */
+#define PYLON_WR_HEAD 9
+
+/* Allocates the reply buffer at `need` bytes (the generated size bound), so
+ * one pass fits: a 16 MiB reply costs 16 MiB more, not the 16 + 32 MiB of
+ * doubling from PYLON_WR_FIRST. If that allocation fails, writing starts
+ * small as before and the retry loop reports running out of memory. */
+static inline void pylon_wr_reserve(pylon_wr_t *o, size_t need) {
+    if (o->buf || o->oom || need <= PYLON_WR_FIRST)
+        return;
+    o->buf = malloc(need);
+    o->cap = o->buf ? need : 0;
+}
 
 static inline void pylon_wr_start(pylon_wr_t *o) {
     if (!o->buf && !o->oom) {

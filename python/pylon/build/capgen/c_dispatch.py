@@ -43,7 +43,7 @@ from pylon.errors import BuildError
 __all__ = ["GENERATOR_VERSION", "c_prefix", "face_depth", "function_c_name", "generate_dispatch"]
 
 #: Bump when the generated C changes; part of the cap build's cache key.
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 
 _C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern float for goto
 if inline int long register restrict return short signed sizeof static struct switch typedef union unsigned void
@@ -215,6 +215,7 @@ class _Gen:
         for n in self.ids.values():
             self.funcs.append(f"static bool dec_{n}(pylon_rd_t *, pylon_t{n} *);\n"
                               f"static void enc_{n}(pylon_wr_t *, const pylon_t{n} *);\n"
+                              f"static size_t sz_{n}(const pylon_t{n} *);\n"
                               f"static void free_{n}(pylon_t{n} *);")
         for t, n in list(self.ids.items()):
             me = f"pylon_t{n}"
@@ -225,6 +226,8 @@ class _Gen:
                               f"    (void)r; (void)out;\n{self.dec_body(t)}}}\n")
             self.funcs.append(f"PYLON_UNUSED static void enc_{n}(pylon_wr_t *o, const {me} *v) {{\n"
                               f"    (void)o; (void)v;\n{self.enc_body(t)}}}\n")
+            self.funcs.append(f"PYLON_UNUSED static size_t sz_{n}(const {me} *v) {{\n    (void)v;\n"
+                              f"{self.size_body(t)}}}\n")
             self.funcs.append(f"PYLON_UNUSED static void free_{n}({me} *v) {{\n    (void)v;\n"
                               f"{self.free_body(t)}}}\n")
 
@@ -357,6 +360,46 @@ class _Gen:
                     "    pylon_wr_bytes(o, tok, sizeof tok);\n")
         raise BuildError(f"no C encoder for {t!r}")
 
+    def size_body(self, t: Type) -> str:
+        """An upper bound of the bytes enc_ writes for the value: CBOR heads
+        are at most 9 bytes, text and bytes add their length. The reply
+        buffer is allocated at that size once, so a large reply costs its
+        own size again, not the doublings of a grow-and-retry."""
+        head = "PYLON_WR_HEAD"
+        if isinstance(t, Prim):
+            if t.name in ("string",):
+                return f"    return {head} + v->len;\n"
+            return f"    return {head};\n"
+        if isinstance(t, ListT):
+            if t.is_bytes:
+                return f"    return {head} + v->len;\n"
+            return (f"    size_t n = {head};\n"
+                    f"    for (size_t i = 0; i < v->len; i++) n += sz_{self.ids[t.element]}(&v->ptr[i]);\n"
+                    f"    return n;\n")
+        if isinstance(t, OptionT):
+            return f"    return v->is_some ? sz_{self.ids[t.inner]}(&v->val) : 1;\n"
+        if isinstance(t, ResultT):
+            def side(x: Type | None, member: str) -> str:
+                return "1" if x is None else f"sz_{self.ids[x]}(&v->val.{member})"
+            return f"    return 2 + (v->is_err ? {side(t.err, 'err')} : {side(t.ok, 'ok')});\n"
+        if isinstance(t, (TupleT, Record)):
+            items = ([(f"f{i}", x) for i, x in enumerate(t.items)] if isinstance(t, TupleT)
+                     else [(_ident(f.name), f.type) for f in t.fields])
+            return (f"    return {head}" + "".join(f" + sz_{self.ids[x]}(&v->{m})" for m, x in items) + ";\n")
+        if isinstance(t, Variant):
+            lines = ["    switch (v->tag) {\n"]
+            for i, c in enumerate(t.cases):
+                if c.type is not None:
+                    member = f"&v->val.{_ident(c.name)}"
+                    lines.append(f"    case {i}: return 1 + {head} + sz_{self.ids[c.type]}({member});\n")
+            lines.append(f"    default: return 1 + {head} + 1;\n    }}\n")
+            return "".join(lines)
+        if isinstance(t, Enum):
+            return f"    return {head};\n"
+        if isinstance(t, Handle):
+            return f"    return {head} + PYLON_TOKEN_BYTES;\n"
+        raise BuildError(f"no C size bound for {t!r}")
+
     def free_body(self, t: Type) -> str:
         if not _needs_free(t):
             return "    (void)v;\n"
@@ -463,6 +506,7 @@ class _Gen:
         res = f.result
         free_res = ""
         enc = ""
+        need = "1"
         if style == "void":
             out.append(f"    {call});\n")
             enc = "pylon_wr_null(o);"
@@ -475,6 +519,7 @@ class _Gen:
                 out.append(f"    pylon_t{tn} res;\n    {call}{', ' if args else ''}&res);\n")
             free_res = self.free_call(res, "res")
             enc = f"enc_{tn}(o, &res);"
+            need = f"sz_{tn}(&res)"
         elif style == "option":
             assert isinstance(res, OptionT)
             tn = self.ids[res.inner]
@@ -482,6 +527,7 @@ class _Gen:
             fr = self.free_call(res.inner, "res")
             free_res = f"if (some) {{ {fr} }}" if fr else ""
             enc = f"if (some) enc_{tn}(o, &res); else pylon_wr_null(o);"
+            need = f"(some ? sz_{tn}(&res) : 1)"
         else:
             assert isinstance(res, ResultT)
             outs = []
@@ -500,6 +546,9 @@ class _Gen:
             ee = f"enc_{self.ids[res.err]}(o, &bad);" if res.err is not None else "pylon_wr_null(o);"
             enc = (f"pylon_wr_array_start(o, 2); pylon_wr_uint(o, good ? 0 : 1);\n"
                    f"        if (good) {{ {eo} }} else {{ {ee} }}\n        pylon_wr_array_end(o, 2);")
+            so = f"sz_{self.ids[res.ok]}(&ok)" if res.ok is not None else "1"
+            se = f"sz_{self.ids[res.err]}(&bad)" if res.err is not None else "1"
+            need = f"(2 + (good ? {so} : {se}))"
         # A call that made handles past max-handles: destroy what it made
         # (newest first) and say so; nothing leaks, the instance lives on.
         out.append(f"    if (pylon_handles_over_limit()) {{\n        {free_res}\n"
@@ -509,7 +558,8 @@ class _Gen:
                    f"{m}, (unsigned)pylon_handles_max());\n    }}\n")
         # zcbor writes into a fixed buffer: a reply that does not fit is
         # written again into a bigger one (pylon_face.h), then freed.
-        out.append(f"    do {{\n        pylon_wr_start(o);\n        {enc}\n    }} while (pylon_wr_retry(o));\n")
+        out.append(f"    pylon_wr_reserve(o, {need});\n"
+                   f"    do {{\n        pylon_wr_start(o);\n        {enc}\n    }} while (pylon_wr_retry(o));\n")
         if free_res:
             out.append(f"    {free_res}\n")
         out.append("    return true;\n}\n")
