@@ -31,7 +31,8 @@ from conftest import Pylon
 from pylon.build import caps, portable
 
 RUN_EXPORT = "wasi:cli/run@0.2.12"
-#: What the router serves: every cap with a dynlink face (at least these three).
+#: What the router serves: every cap with a hand-written dynlink face (at least
+#: these two; a generated face, as sqlite's and zstd's, is not routed).
 ROUTED = portable.routed_caps()
 ROUTES = ", ".join(ROUTED)
 
@@ -123,7 +124,8 @@ def test_a_second_build_is_the_cached_one(built: Built) -> None:
     again = portable.build_portable()
     assert again.digest == built.digest
     assert again.routed == ROUTED
-    assert {"cborcalc", "crc32c", "zstd"} <= set(ROUTED)
+    assert {"cborcalc", "crc32c"} <= set(ROUTED)
+    assert not {"sqlite", "zstd"} & set(ROUTED)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -217,31 +219,39 @@ def test_usage_errors_exit_2(host: Host, tmp_path: Path, argv: list[str], messag
 # -- the router ---------------------------------------------------------------------
 
 
-def test_router_serves_zstd_and_cborcalc(host: Host, tmp_path: Path) -> None:
+def test_router_serves_cborcalc_and_zstd_runs_embedded(host: Host, tmp_path: Path) -> None:
+    # zstd's dynlink face is generated (one handle table per component), so
+    # the router does not serve it: pylon_guest.zstd runs on the guest's
+    # embedded face, and asking for the dynlink one is CapNotFound.
     script = """\
-from pylon_guest import dynlink
-z = dynlink.load("zstd")
-data = b"portable " * 5000
-frame = z.call("compress", data, 3)["ok"]
-assert z.call("decompress", frame, len(data))["ok"] == data
-open("/app/frame.zst", "wb").write(frame)
+from pylon_guest import dynlink, zstd
 calc = dynlink.load("cborcalc")
-print(calc.call("sum", [1, 2, 3.5]), calc.call("upper", "abc"), z.api)
+print(calc.call("sum", [1, 2, 3.5]), calc.call("upper", "abc"), calc.api is not None)
+data = b"portable " * 5000
+frame = zstd.compress(data, 3)
+assert zstd.decompress(frame, max_output=len(data)) == data
+open("/app/frame.zst", "wb").write(frame)
+for ask in (lambda: dynlink.load("zstd"), lambda: zstd.use_backend("dynlink")):
+    try:
+        ask()
+    except dynlink.CapNotFound as exc:
+        print("CapNotFound", "zstd" in str(exc))
+print(zstd.backend().name)
 """
     app = tmp_path / "app"
     app.mkdir()
     (app / "main.py").write_text(script)
     outcome = host.run(tmp_path, ["pylon", "/app/main.py"], dirs={"/app": app})
     assert outcome.status == 0, outcome.stderr
-    assert outcome.stdout == "6.5 ABC None\n"
-    # The guest's frame, made by the routed zstd, decompresses on the host.
+    assert outcome.stdout == "6.5 ABC True\nCapNotFound True\nCapNotFound True\nembedded\n"
+    # The guest's frame, made by the embedded zstd, decompresses on the host.
     assert zstandard.ZstdDecompressor().decompress((app / "frame.zst").read_bytes()) == b"portable " * 5000
 
 
 def test_unrouted_names_are_not_found_and_the_guest_goes_on(host: Host, tmp_path: Path) -> None:
     script = """\
 from pylon_guest import dynlink
-for name in ["sqlite", "", "CRC32C", "crc32c\\x00", "crc32c ", "x" * 100_000, "a" + "\\u00e9" * 100,
+for name in ["sqlite", "zstd", "", "CRC32C", "crc32c\\x00", "crc32c ", "x" * 100_000, "a" + "\\u00e9" * 100,
              "../crc32c"]:
     try:
         dynlink.load(name)
@@ -255,7 +265,7 @@ print("alive", dynlink.load("crc32c").invoke("crc32c", b"123456789").hex())
     assert outcome.status == 0, outcome.stderr
     # Names are echoed up to 64 bytes, cut on a character boundary: 64 bytes
     # of "a" + "é"... would split an "é", and a WIT string must stay UTF-8.
-    shown = ["sqlite", "", "CRC32C", "crc32c\x00", "crc32c ", "x" * 64 + "...", "a" + "\u00e9" * 31 + "...",
+    shown = ["sqlite", "zstd", "", "CRC32C", "crc32c\x00", "crc32c ", "x" * 64 + "...", "a" + "\u00e9" * 31 + "...",
              "../crc32c"]
     tail = f"' is not routed by this portable pylon (it routes: {ROUTES})"
     assert outcome.stdout.split("\n") == [
@@ -265,10 +275,10 @@ print("alive", dynlink.load("crc32c").invoke("crc32c", b"123456789").hex())
 def test_bad_methods_and_payloads_are_errors_not_traps(host: Host, tmp_path: Path) -> None:
     script = """\
 from pylon_guest import dynlink
-crc, z = dynlink.load("crc32c"), dynlink.load("zstd")
+crc, calc = dynlink.load("crc32c"), dynlink.load("cborcalc")
 calls = [(crc, "nope", b""), (crc, "crc32c-update", b"\\xff\\x00"), (crc, "crc32c-update", b""),
-         (z, "decompress", b"\\x82\\x43abc\\x0a"), (z, "compress", b"not cbor"),
-         (z, "decompressor.drop", b"\\x18\\x63"), (z, "", b"")]
+         (calc, "sum", b"\\x82\\x43abc\\x0a"), (calc, "upper", b"not cbor"),
+         (calc, "upper", b"\\x18\\x63"), (calc, "", b"")]
 for cap, method, payload in calls:
     try:
         cap.invoke(method, payload)

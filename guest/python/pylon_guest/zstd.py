@@ -15,14 +15,18 @@ The API follows Python 3.14's ``compression.zstd`` for the common subset::
 
 Two backends, one API. When the guest was built with the zstd cap embedded
 (``wac plug``), calls go straight to the typed ``pylon:zstd/zstd`` import.
-Otherwise the cap is resolved at first use through ``pylon_guest.dynlink`` and
-called by method name (see docs/embedded.md, "Typed calls over dynlink").
+Otherwise the cap is resolved at first use through ``pylon_guest.dynlink``
+and called through its generated proxy (docs/cap-interface.md, "The guest
+proxy"): the same functions, resources and ``Err``, one ``invoke`` per call.
+:func:`use_backend` picks one explicitly.
 
 Errors: every failure is a :class:`ZstdError`; a frame that is not valid zstd
 raises :class:`CorruptFrameError`, and output past the limit (a
 decompression bomb, or a limit set too low) raises
 :class:`OutputTooLargeError`. Decompression always has a limit:
-``max_output`` per call, :data:`DEFAULT_MAX_OUTPUT` unless given.
+``max_output`` per call, :data:`DEFAULT_MAX_OUTPUT` unless given. Over
+dynlink the host's own failures (the cap's memory or time limit) arrive as
+``pylon_guest.dynlink``'s exceptions.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = [
     "backend",
     "compress",
     "decompress",
+    "use_backend",
 ]
 
 # The typed import exists only in a guest whose world imports pylon:zstd/zstd
@@ -48,10 +53,18 @@ __all__ = [
 # app: a lazy import would fail at run time even in an embedded build.
 try:
     from wit_world.imports import zstd as _wit  # type: ignore[import-not-found]
-    from componentize_py_types import Err as _WitErr  # type: ignore[import-not-found]
 except ImportError:
     _wit = None
-    _WitErr = None
+# The embedded import raises componentize-py's Err for a WIT `result`'s
+# error; in a guest the dynlink proxy's Err is the same class.
+try:
+    from componentize_py_types import Err as _WitErr  # type: ignore[import-not-found]
+except ImportError:  # not in a componentize-py guest
+
+    class _WitErr(Exception):  # type: ignore[no-redef]
+        """Never raised: the stand-in outside a guest."""
+
+        value: Any = None
 
 COMPRESSION_LEVEL_DEFAULT = 3
 #: The decompression limit when none is given: 256 MiB.
@@ -76,106 +89,48 @@ class OutputTooLargeError(ZstdError):
                          "(pass a larger max_output if the data is trusted)")
 
 
-def _raise(kind: str, detail: Any) -> None:
-    if kind == "corrupt":
-        raise CorruptFrameError(f"corrupt zstd data: {detail}")
-    if kind == "too-large":
-        raise OutputTooLargeError(int(detail))
-    raise ZstdError(str(detail))
+class _Backend:
+    """The cap's typed API: ``.name`` is "embedded" (the typed import) or
+    "dynlink" (the zstd cap's generated proxy, docs/cap-interface.md). Both
+    have the same functions and resource classes and raise an ``Err`` around
+    the same ``error`` variant, so the rest of this module has one code
+    path."""
 
+    def __init__(self, want: str | None = None) -> None:
+        if want == "embedded" and _wit is None:
+            raise ImportError("this pylon has no embedded zstd; use the dynlink backend")
+        api: Any
+        if _wit is not None and want != "dynlink":
+            self.name = "embedded"
+            api, self._err = _wit, _WitErr
+        else:
+            from pylon_guest import dynlink  # type: ignore[attr-defined]
 
-class _Embedded:
-    """Calls the typed import the embedded cap satisfies."""
+            api = dynlink.load("zstd").api
+            if api is None:
+                raise dynlink.CapNotFound("the cap the plan calls 'zstd' has no typed face "
+                                          "(no pylon:shim section): build it from caps/zstd")
+            self.name = "dynlink"
+            # componentize_py_types.Err in a guest; the proxy's own stand-in
+            # when it runs elsewhere (the host's tests).
+            self._err = api.Err
+        self.api = api
+        self._corrupt = api.Error_Corrupt
+        self._too_large = api.Error_TooLarge
 
-    name = "embedded"
+    def error(self, err: Any) -> ZstdError:
+        """The exception for the WIT ``error`` value ``err``."""
+        if isinstance(err, self._corrupt):
+            return CorruptFrameError(f"corrupt zstd data: {err.value}")
+        if isinstance(err, self._too_large):
+            return OutputTooLargeError(int(err.value))
+        return ZstdError(str(getattr(err, "value", err)))
 
-    def __init__(self, wit: Any):
-        self.wit = wit
-        self.errors = {wit.Error_Corrupt: "corrupt", wit.Error_TooLarge: "too-large", wit.Error_Failed: "failed"}
-
-    def _call(self, fn: Any, *args: Any) -> Any:
+    def call(self, fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
-        except _WitErr as exc:
-            err = exc.value
-            _raise(self.errors.get(type(err), "failed"), err.value)
-
-    def compress(self, data: bytes, level: int) -> bytes:
-        return self._call(self.wit.compress, data, level)
-
-    def decompress(self, data: bytes, max_output: int) -> bytes:
-        return self._call(self.wit.decompress, data, max_output)
-
-    def compressor(self, level: int) -> Any:
-        return self.wit.Compressor(level)
-
-    def compressor_call(self, handle: Any, method: str, *args: Any) -> bytes:
-        return self._call(getattr(handle, method), *args)
-
-    def decompressor(self, max_output: int) -> Any:
-        return self.wit.Decompressor(max_output)
-
-    def decompressor_call(self, handle: Any, method: str, *args: Any) -> Any:
-        return self._call(getattr(handle, method), *args)
-
-    def drop(self, handle: Any) -> None:
-        handle.__exit__(None, None, None)
-
-
-class _Dynlink:
-    """Calls the zstd cap through ``pylon_guest.dynlink``: the typed interface's
-    functions by name; ``result`` values arrive as ``{"ok": v}`` or
-    ``{"err": {"kind": ..., "detail": ...}}``; resources are integer handles
-    and their methods are named ``<resource>.<method>``. The cap reports
-    corrupt input and output past the limit as dynlink's own ``bad-payload``
-    and ``limit-exceeded`` (messages as below), turned back into
-    CorruptFrameError and OutputTooLargeError here."""
-
-    name = "dynlink"
-    _CORRUPT = "corrupt zstd data: "
-    _TOO_LARGE = "decompressed output would exceed the limit of "
-
-    def __init__(self) -> None:
-        from pylon_guest import dynlink  # type: ignore[attr-defined]
-
-        self.dynlink = dynlink
-        self.cap = dynlink.load("zstd")
-
-    def _call(self, method: str, *args: Any) -> Any:
-        try:
-            reply = self.cap.call(method, *args)
-        except (self.dynlink.BadPayload, self.dynlink.CapLimitExceeded) as exc:
-            text = str(exc)
-            if isinstance(exc, self.dynlink.BadPayload) and text.startswith(self._CORRUPT):
-                _raise("corrupt", text[len(self._CORRUPT):])
-            if text.startswith(self._TOO_LARGE):
-                _raise("too-large", text[len(self._TOO_LARGE):].split(" ", 1)[0])
-            raise
-        if isinstance(reply, dict) and "err" in reply:
-            err = reply["err"]
-            _raise(err.get("kind", "failed"), err.get("detail"))
-        return reply["ok"] if isinstance(reply, dict) and "ok" in reply else reply
-
-    def compress(self, data: bytes, level: int) -> bytes:
-        return self._call("compress", data, level)
-
-    def decompress(self, data: bytes, max_output: int) -> bytes:
-        return self._call("decompress", data, max_output)
-
-    def compressor(self, level: int) -> Any:
-        return ("compressor", self._call("compressor.new", level))
-
-    def compressor_call(self, handle: Any, method: str, *args: Any) -> Any:
-        return self._call(f"compressor.{method.replace('_', '-')}", handle[1], *args)
-
-    def decompressor(self, max_output: int) -> Any:
-        return ("decompressor", self._call("decompressor.new", max_output))
-
-    def decompressor_call(self, handle: Any, method: str, *args: Any) -> Any:
-        return self._call(f"decompressor.{method.replace('_', '-')}", handle[1], *args)
-
-    def drop(self, handle: Any) -> None:
-        self._call(f"{handle[0]}.drop", handle[1])
+        except self._err as exc:
+            raise self.error(exc.value) from None
 
 
 _backend: Any = None
@@ -186,7 +141,21 @@ def backend() -> Any:
     or "dynlink"."""
     global _backend
     if _backend is None:
-        _backend = _Embedded(_wit) if _wit is not None else _Dynlink()
+        _backend = _Backend()
+    return _backend
+
+
+def use_backend(name: str | None) -> Any:
+    """Chooses the backend for later calls: "embedded" (the cap plugged into
+    this pylon), "dynlink" (the cap the plan calls "zstd", e.g. a newer build
+    swapped in without rebuilding pylon) or None (embedded when present, else
+    dynlink). Streams already open keep theirs. Returns the backend; raises
+    ImportError (no embedded cap) or a dynlink error (no usable cap in the
+    plan) at once rather than at the next call."""
+    global _backend
+    if name not in ("embedded", "dynlink", None):
+        raise ValueError(f"backend must be 'embedded', 'dynlink' or None, not {name!r}")
+    _backend = _Backend(name)
     return _backend
 
 
@@ -216,19 +185,22 @@ def _limit(max_output: int) -> int:
 
 def compress(data: bytes, level: int | None = None) -> bytes:
     """One zstd frame holding ``data`` (its size recorded in the header)."""
-    return backend().compress(_bytes(data), _level(level))
+    b = backend()
+    return b.call(b.api.compress, _bytes(data), _level(level))
 
 
 def decompress(data: bytes, *, max_output: int = DEFAULT_MAX_OUTPUT) -> bytes:
     """Every frame in ``data``, concatenated; at most ``max_output`` bytes."""
-    return backend().decompress(_bytes(data), _limit(max_output))
+    b = backend()
+    return b.call(b.api.decompress, _bytes(data), _limit(max_output))
 
 
 class _Handle:
-    """Owns one cap-side stream; released by close(), ``with`` or GC."""
+    """Owns one cap-side stream (a WIT resource of the backend that made
+    it); released by close(), ``with`` or GC."""
 
-    def __init__(self, handle: Any):
-        self._b = backend()
+    def __init__(self, b: Any, handle: Any):
+        self._b = b
         self._h = handle
 
     def _live(self) -> Any:
@@ -236,10 +208,14 @@ class _Handle:
             raise ValueError(f"{type(self).__name__} is closed")
         return self._h
 
+    def _call(self, method: str, *args: Any) -> Any:
+        return self._b.call(getattr(self._live(), method), *args)
+
     def close(self) -> None:
         handle, self._h = self._h, None
         if handle is not None:
-            self._b.drop(handle)
+            # The resource's drop on both backends (the proxy's close()).
+            handle.__exit__(None, None, None)
 
     def __enter__(self) -> Any:
         return self
@@ -265,19 +241,20 @@ class ZstdCompressor(_Handle):
     FLUSH_FRAME = 2
 
     def __init__(self, level: int | None = None):
-        super().__init__(backend().compressor(_level(level)))
+        b = backend()
+        super().__init__(b, b.api.Compressor(_level(level)))
 
     def compress(self, data: bytes, mode: int = CONTINUE) -> bytes:
-        out = self._b.compressor_call(self._live(), "compress", _bytes(data))
+        out: bytes = self._call("compress", _bytes(data))
         if mode == self.CONTINUE:
             return out
         return out + self.flush(mode)
 
     def flush(self, mode: int = FLUSH_FRAME) -> bytes:
         if mode == self.FLUSH_FRAME:
-            return self._b.compressor_call(self._live(), "finish")
+            return self._call("finish")
         if mode == self.FLUSH_BLOCK:
-            return self._b.compressor_call(self._live(), "flush")
+            return self._call("flush")
         if mode == self.CONTINUE:
             return b""
         raise ValueError(f"unknown flush mode {mode!r}")
@@ -288,12 +265,13 @@ class ZstdDecompressor(_Handle):
     limit on the total output."""
 
     def __init__(self, *, max_output: int = DEFAULT_MAX_OUTPUT):
-        super().__init__(backend().decompressor(_limit(max_output)))
+        b = backend()
+        super().__init__(b, b.api.Decompressor(_limit(max_output)))
 
     def decompress(self, data: bytes) -> bytes:
-        return self._b.decompressor_call(self._live(), "decompress", _bytes(data))
+        return self._call("decompress", _bytes(data))
 
     @property
     def eof(self) -> bool:
         """True when the input so far ends exactly at the end of a frame."""
-        return bool(self._b.decompressor_call(self._live(), "at_frame_end"))
+        return bool(self._live().at_frame_end())
