@@ -47,6 +47,14 @@ fi
 "$root/scripts/patch-crates.sh"
 engine_key=$(hash_of pyproject.toml engine python wit/dynlink)
 wheel_dir="$cache/wheels/$engine_key"
+# The marker says which wheel is installed; a developer's `maturin develop`
+# (an editable install of some checkout) replaces it without touching the
+# marker, and would make this clone run another checkout's code: reinstall.
+installed_from=$("$venv/bin/python" -c 'import pylon; print(pylon.__file__)' 2>/dev/null || true)
+case "$installed_from" in
+  "$venv"/*) ;;
+  *) rm -f "$venv"/.engine-* ;;
+esac
 if [ ! -f "$venv/.engine-$engine_key" ]; then
   if ! ls "$wheel_dir"/*.whl >/dev/null 2>&1; then
     log "building the engine wheel (first build compiles wasmtime: several minutes)"
