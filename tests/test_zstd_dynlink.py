@@ -124,14 +124,7 @@ def dynlink_over(mp: pytest.MonkeyPatch, provider: Any) -> HostCap:
             raise ERRORS["not-found"](f"no cap {name!r} in this test")
         return cap
 
-    def typed_face(name: str, embedded: Any, want: str | None = None) -> tuple[str, Any]:
-        # The real one (guest/python/pylon_guest/dynlink.py) imports the
-        # guest's bindings; with no embedded import it does just this.
-        assert embedded is None and want != "embedded"
-        return "dynlink", load_cap(name).api
-
     fake.load = load_cap  # type: ignore[attr-defined]
-    fake.typed_face = typed_face  # type: ignore[attr-defined]
     package = types.ModuleType("pylon_guest")
     package.dynlink = fake  # type: ignore[attr-defined]
     mp.setitem(sys.modules, "pylon_guest", package)

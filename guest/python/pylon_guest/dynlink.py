@@ -34,7 +34,7 @@ from wit_world.imports import compose_dynlink_types as _types
 from wit_world.imports import linker as _linker
 
 __all__ = [
-    "load", "typed_face", "Cap", "DynlinkError", "CapDenied", "CapNotFound", "BadMethod",
+    "load", "Cap", "DynlinkError", "CapDenied", "CapNotFound", "BadMethod",
     "CapTrapped", "CapLimitExceeded", "BadPayload",
 ]
 
@@ -167,24 +167,3 @@ def load(name: str) -> Cap:
             raise _translate(err) from None
         cap = _loaded[name] = Cap(name, instance)
     return cap
-
-
-def typed_face(name: str, embedded: Any, want: str | None = None) -> tuple[str, Any]:
-    """The typed API of cap ``name``: ``("embedded", embedded)`` when this
-    pylon has the embedded import (``embedded``, its ``wit_world.imports``
-    module, or None) and ``want`` is not "dynlink"; else ``("dynlink",
-    proxy)``, the generated proxy of the cap the plan calls ``name``.
-
-    ``want="embedded"`` without the import raises ImportError; a dynlink cap
-    without a typed face raises CapNotFound. Modules offering one API over
-    both faces (pylon_guest.sqlite, pylon_guest.zstd) choose with this.
-    """
-    if want == "embedded" and embedded is None:
-        raise ImportError(f"this pylon has no embedded {name}; use the dynlink backend")
-    if embedded is not None and want != "dynlink":
-        return "embedded", embedded
-    api = load(name).api
-    if api is None:
-        raise CapNotFound(f"the cap the plan calls {name!r} has no typed face "
-                          f"(no pylon:shim section): build it from caps/{name}")
-    return "dynlink", api

@@ -243,10 +243,20 @@ class _Backend:
     path."""
 
     def __init__(self, want: str | None = None) -> None:
-        from pylon_guest import dynlink  # type: ignore[attr-defined]
+        if want == "embedded" and _wit is None:
+            raise ImportError("this pylon has no embedded sqlite; use the dynlink backend")
+        if _wit is not None and want != "dynlink":
+            self.name = "embedded"
+            self._open = _wit.Connection.open
+        else:
+            from pylon_guest import dynlink  # type: ignore[attr-defined]
 
-        self.name, api = dynlink.typed_face("sqlite", _wit, want)
-        self._open = api.Connection.open
+            api = dynlink.load("sqlite").api
+            if api is None:
+                raise dynlink.CapNotFound("the cap the plan calls 'sqlite' has no typed face "
+                                          "(no pylon:shim section): build it from caps/sqlite")
+            self.name = "dynlink"
+            self._open = api.Connection.open
 
     def open(self, path: str) -> Any:
         try:

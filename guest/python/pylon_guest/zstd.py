@@ -97,13 +97,23 @@ class _Backend:
     path."""
 
     def __init__(self, want: str | None = None) -> None:
-        from pylon_guest import dynlink  # type: ignore[attr-defined]
-
+        if want == "embedded" and _wit is None:
+            raise ImportError("this pylon has no embedded zstd; use the dynlink backend")
         api: Any
-        self.name, api = dynlink.typed_face("zstd", _wit, want)
-        # componentize_py_types.Err in a guest; over dynlink the proxy's own
-        # (the same class in a guest, a stand-in in the host's tests).
-        self._err = _WitErr if self.name == "embedded" else api.Err
+        if _wit is not None and want != "dynlink":
+            self.name = "embedded"
+            api, self._err = _wit, _WitErr
+        else:
+            from pylon_guest import dynlink  # type: ignore[attr-defined]
+
+            api = dynlink.load("zstd").api
+            if api is None:
+                raise dynlink.CapNotFound("the cap the plan calls 'zstd' has no typed face "
+                                          "(no pylon:shim section): build it from caps/zstd")
+            self.name = "dynlink"
+            # componentize_py_types.Err in a guest; the proxy's own stand-in
+            # when it runs elsewhere (the host's tests).
+            self._err = api.Err
         self.api = api
         self._corrupt = api.Error_Corrupt
         self._too_large = api.Error_TooLarge
