@@ -109,6 +109,14 @@ def _strip_ptr(ctype: str) -> str:
     return ctype[:-1].strip()
 
 
+def _members(t: TupleT | Record) -> list[tuple[str, Type]]:
+    """(C member, WIT type) of a tuple (wit-bindgen's f0, f1...) or a record
+    (its fields): what the decoder, encoder, size bound and free all walk."""
+    if isinstance(t, TupleT):
+        return [(f"f{i}", x) for i, x in enumerate(t.items)]
+    return [(_ident(f.name), f.type) for f in t.fields]
+
+
 def _needs_free(t: Type) -> bool:
     if isinstance(t, Prim):
         return t.name == "string"
@@ -278,8 +286,7 @@ class _Gen:
                     f"    if (!(which ? {side(t.err, 'err')} : {side(t.ok, 'ok')})) return false;\n"
                     f"{self.end(t)}    return true;\n")
         if isinstance(t, (TupleT, Record)):
-            items = ([(f"f{i}", x) for i, x in enumerate(t.items)] if isinstance(t, TupleT)
-                     else [(_ident(f.name), f.type) for f in t.fields])
+            items = _members(t)
             what = "a tuple" if isinstance(t, TupleT) else f"a {t.name} record"
             lines = [f"    if (!pylon_rd_array_n(r, {len(items)}, {_c_string(f'expected {what}: an array of {len(items)}')})) return false;\n"]  # noqa: E501
             for k, (member, x) in enumerate(items):
@@ -339,8 +346,7 @@ class _Gen:
                     f"    if (v->is_err) {{ {side(t.err, 'err')} }} else {{ {side(t.ok, 'ok')} }}\n"
                     f"    pylon_wr_array_end(o, 2);\n")
         if isinstance(t, (TupleT, Record)):
-            items = ([(f"f{i}", x) for i, x in enumerate(t.items)] if isinstance(t, TupleT)
-                     else [(_ident(f.name), f.type) for f in t.fields])
+            items = _members(t)
             return (f"    pylon_wr_array_start(o, {len(items)});\n"
                     + "".join(f"    enc_{self.ids[x]}(o, &v->{m});\n" for m, x in items)
                     + f"    pylon_wr_array_end(o, {len(items)});\n")
@@ -383,8 +389,7 @@ class _Gen:
                 return "1" if x is None else f"sz_{self.ids[x]}(&v->val.{member})"
             return f"    return 2 + (v->is_err ? {side(t.err, 'err')} : {side(t.ok, 'ok')});\n"
         if isinstance(t, (TupleT, Record)):
-            items = ([(f"f{i}", x) for i, x in enumerate(t.items)] if isinstance(t, TupleT)
-                     else [(_ident(f.name), f.type) for f in t.fields])
+            items = _members(t)
             return (f"    return {head}" + "".join(f" + sz_{self.ids[x]}(&v->{m})" for m, x in items) + ";\n")
         if isinstance(t, Variant):
             lines = ["    switch (v->tag) {\n"]
@@ -416,8 +421,7 @@ class _Gen:
             ok = self.free_call(t.ok, "v->val.ok") if t.ok is not None else ""
             return f"    if (v->is_err) {{ {err} }} else {{ {ok} }}\n"
         if isinstance(t, (TupleT, Record)):
-            items = ([(f"f{i}", x) for i, x in enumerate(t.items)] if isinstance(t, TupleT)
-                     else [(_ident(f.name), f.type) for f in t.fields])
+            items = _members(t)
             return "".join(f"    {self.free_call(x, f'v->{m}')}\n" for m, x in items if _needs_free(x))
         if isinstance(t, Variant):
             lines = ["    switch (v->tag) {\n"]
