@@ -21,8 +21,10 @@ discards the bytes before they reach the host
 (``guest/python/pylon_guest/_devnull.py`` says why a host file cannot do that).
 
 **The size cap.** wasmtime-wasi cannot limit the bytes written into a
-preopened folder, so a watcher thread measures ``tmp/`` every :data:`POLL_S`
-seconds (less often for a folder that takes long to measure: :data:`BACKOFF`)
+preopened folder, so a watcher thread (one per process, for every live run's
+folder: starting and joining a thread per run cost more than the rest of the
+folder's upkeep) measures ``tmp/`` every :data:`POLL_S` seconds (less often
+for a folder that takes long to measure: :data:`BACKOFF`)
 and, once it holds more than the run's ``tmp-mb``, stops the run through its
 :class:`~pylon.engine.Interrupt` (the engine unwinds the guest at its next
 epoch tick, 5 ms); the run fails with :class:`ScratchFull` ("the run's
@@ -199,8 +201,9 @@ class Scratch:
             self.devnull = GuestPreopen(dev, writable=False, guest_path=DEV_GUEST_PATH)
         self.env = {"TMPDIR": guest_tmp}
         self._over: int | None = None
-        self._done = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._interrupt: Stoppable | None = None
+        #: Held while the watcher measures this folder: stop_watching waits on it.
+        self._measuring = threading.Lock()
 
     @property
     def preopens(self) -> list[Preopen]:
@@ -220,29 +223,34 @@ class Scratch:
         return measure(self.preopen.path, stop_above)
 
     def watch(self, interrupt: Stoppable) -> None:
-        """Starts the watcher: past the cap it calls ``interrupt.set()`` once and ends."""
-        if self._watcher is not None:
+        """Has the watcher measure this folder: past the cap it calls ``interrupt.set()`` once."""
+        if self._interrupt is not None:
             raise RuntimeError("this scratch folder is already watched")
-
-        def loop() -> None:
-            wait = POLL_S
-            while not self._done.wait(wait):
-                started = time.monotonic()
-                used = self.usage(stop_above=self.limit_bytes)
-                if used > self.limit_bytes:
-                    self._over = used
-                    interrupt.set()
-                    return
-                wait = max(POLL_S, BACKOFF * (time.monotonic() - started))
-
-        self._watcher = threading.Thread(target=loop, name="pylon-scratch-watch", daemon=True)
-        self._watcher.start()
+        self._interrupt = interrupt
+        _WATCHER.add(self)
 
     def stop_watching(self) -> None:
-        """Stops the watcher (waits for it: a measurement takes milliseconds)."""
-        self._done.set()
-        if self._watcher is not None:
-            self._watcher.join()
+        """Ends the watching; waits for a measurement under way (milliseconds), so
+        the watcher neither reads the folder nor stops the run after this returns."""
+        _WATCHER.discard(self)
+        with self._measuring:
+            self._interrupt = None
+
+    def _measure_once(self) -> float | None:
+        """One measurement by the watcher: seconds it took, or None once done with
+        (the cap was passed and the run told to stop, or no longer watched)."""
+        with self._measuring:
+            interrupt = self._interrupt
+            if interrupt is None:
+                return None
+            started = time.monotonic()
+            used = self.usage(stop_above=self.limit_bytes)
+            if used > self.limit_bytes:
+                self._over = used
+                interrupt.set()
+                self._interrupt = None
+                return None
+            return time.monotonic() - started
 
     def full_error(self, *, seconds: float | None = None, abandoned: bool = False) -> ScratchFull:
         """The error that says this run's temporary folder passed its cap."""
@@ -281,6 +289,56 @@ class Scratch:
             report(f"could not remove the run's temporary folder {self.root}; delete it by hand")
         if interrupted is not None:
             raise interrupted
+
+
+class _Watcher:
+    """The thread that measures every watched :class:`Scratch` of this process.
+
+    Each folder is measured every :data:`POLL_S` seconds, or :data:`BACKOFF`
+    times as long as its last measurement took if that is longer. The thread
+    starts with the first folder and then waits, idle, for the next.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        #: Watched folders and when each is due to be measured (time.monotonic()).
+        self._due: dict[Scratch, float] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, scratch: Scratch) -> None:
+        with self._lock:
+            self._due[scratch] = time.monotonic() + POLL_S
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="pylon-scratch-watch", daemon=True)
+                self._thread.start()
+            self._lock.notify()
+
+    def discard(self, scratch: Scratch) -> None:
+        with self._lock:
+            self._due.pop(scratch, None)
+
+    def _next(self) -> list[Scratch]:
+        """Waits until a folder is due; returns those that are."""
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                due = [s for s, when in self._due.items() if when <= now]
+                if due:
+                    return due
+                self._lock.wait(min(self._due.values(), default=now + 60.0) - now)
+
+    def _loop(self) -> None:
+        while True:
+            for scratch in self._next():
+                took = scratch._measure_once()
+                with self._lock:
+                    if took is None:
+                        self._due.pop(scratch, None)
+                    elif scratch in self._due:
+                        self._due[scratch] = time.monotonic() + max(POLL_S, BACKOFF * took)
+
+
+_WATCHER = _Watcher()
 
 
 def _report_to_stderr(message: str) -> None:
