@@ -22,6 +22,12 @@ lives here. The pipeline, one step per tool:
 4. ``wasm-tools validate`` checks the result and the component's WIT is
    checked to export the cap's interface.
 
+Every cap is linked with wasi-libc's preopen table made lazy
+(:func:`_lazy_preopens_object`): zig's copy reads the preopens in a
+constructor, so a cap that opens files would call WASI while the guest is
+being instantiated, and the engine can then make no instance ahead of a run
+(docs/api.md). wasi-libc itself reads them on the first path lookup.
+
 Third-party C (SQLite, zstd) is never committed: the manifest's
 ``[vendor.*]`` tables pin it (shared with the cap's other faces) and
 :mod:`pylon.build.vendor` fetches it through the pinned download helper
@@ -38,6 +44,7 @@ face (dynlink.c, say) does not rebuild this one.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -175,6 +182,46 @@ def _vendored_objects(cap: Manifest, face: EmbeddedFace, roots: dict[str, Path])
     return objects
 
 
+#: The line of zig's wasi-libc ``preopens.c`` that reads the preopens at start-up.
+_PREOPENS_CONSTRUCTOR = "__attribute__((constructor(51)))"
+
+
+def _lazy_preopens_object() -> Path:
+    """wasi-libc's ``preopens.c`` from the installed zig, compiled without its constructor.
+
+    zig patches wasi-libc to read the preopens (``fd_prestat_get``, so the
+    WASI adapter's whole start-up: stdio streams and preopened folders) in a
+    constructor, which a reactor runs when the component is instantiated.
+    Linked ahead of libc, this object defines every symbol of that file, so
+    libc's copy is never pulled in; wasi-libc's own path lookups
+    (``__wasilibc_find_relpath``) read the preopens on first use, as upstream
+    wasi-libc does. The constructor line must be found exactly once, or the
+    build stops: a zig that changed the file needs this step looked at again.
+    """
+    found = importlib.util.find_spec("ziglang")
+    if found is None or not found.submodule_search_locations:
+        raise BuildError("zig not found: pip install ziglang")
+    zig_lib = Path(list(found.submodule_search_locations)[0]) / "lib"
+    source = zig_lib / "libc" / "wasi" / "libc-bottom-half" / "sources" / "preopens.c"
+    internal = zig_lib / "libc" / "wasi" / "libc-top-half" / "musl" / "src" / "internal"
+    text = source.read_text()
+    if text.count(_PREOPENS_CONSTRUCTOR + "\n") != 1:
+        raise BuildError(f"{source}: expected one {_PREOPENS_CONSTRUCTOR} line (zig's wasi-libc changed); "
+                         "see pylon.build.embedded._lazy_preopens_object")
+    out = toolchain.output_dir("wasi-libc-lazy-preopens", toolchain.source_hash([source], extra=str(COMMON_CFLAGS)))
+    obj = out / "lazy_preopens.o"
+    if obj.exists():
+        return obj
+    work = toolchain.staging_dir(out)
+    lazy = work / "lazy_preopens.c"
+    lazy.write_text(text.replace(_PREOPENS_CONSTRUCTOR + "\n", "/* read on first use: see pylon.build.embedded */\n"))
+    _zig_cc([*COMMON_CFLAGS, "-I", str(internal), "-c", str(lazy), "-o", str(work / obj.name)],
+            what="zig cc preopens.c (lazy)")
+    lazy.unlink()
+    toolchain.publish_dir(work, out)
+    return obj
+
+
 def _core_imports_wasi(core: Path) -> bool:
     text = toolchain.run([toolchain.wasm_tools(), "print", str(core)], what="wasm-tools print").stdout
     return '(import "wasi_snapshot_preview1"' in text
@@ -201,7 +248,8 @@ def cache_key(cap: Manifest) -> str:
     table = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(face).items()}
     pins = {name: cap.vendors[name].sha256 for name in _used_vendors(cap, face)}
     return toolchain.source_hash(own, extra=json.dumps(
-        [table, pins, COMMON_CFLAGS, ADAPTER_SHA256, toolchain.CARGO_TOOLS["wit-bindgen"]], sort_keys=True))
+        [table, pins, COMMON_CFLAGS, ADAPTER_SHA256, toolchain.CARGO_TOOLS["wit-bindgen"], "lazy-preopens"],
+        sort_keys=True))
 
 
 def build_embedded_cap(name: str) -> Path:
@@ -253,9 +301,13 @@ def build_embedded_cap(name: str) -> Path:
 
     core = work / f"{name}.core.wasm"
     # A reactor: no main, exports are called at will. --gc-sections drops
-    # what the exports do not reach (zstd's dictionary builder, say).
+    # what the exports do not reach (zstd's dictionary builder, say, and the
+    # preopen table of a cap that opens no file).
+    # The lazy preopen table goes first: the linker then has its symbols
+    # before any object asks libc for them (libc's copy would be pulled in
+    # and clash).
     _zig_cc(["-mexec-model=reactor", "-Wl,--gc-sections", "-Wl,--strip-debug", "-o", str(core),
-             *map(str, objects)], what=f"link {name} core module")
+             str(_lazy_preopens_object()), *map(str, objects)], what=f"link {name} core module")
 
     new = [wasm_tools, "component", "new", str(core), "-o", str(work / component.name)]
     if _core_imports_wasi(core):
