@@ -51,6 +51,24 @@ def test_each_run_is_a_fresh_instance(sb):
     assert second.stdout == b"False False False\n"
 
 
+def test_runs_that_write_all_over_the_heap_leave_nothing_behind(sb):
+    # A run writes to every module of the guest's heap image (hundreds of
+    # disjoint pages): the engine resets those pages in place for the next
+    # instance of the pool slot (engine/patches/wasmtime-*-pagemap-scan-resume),
+    # and the instance made ahead for the next run must not see any of it either.
+    plant = ("import sys\n"
+             "for name, m in list(sys.modules.items()):\n"
+             "    try:\n        m.__dict__['_planted'] = name\n    except Exception:\n        pass\n"
+             "print(sum('_planted' in vars(m) for m in list(sys.modules.values()) if hasattr(m, '__dict__')))")
+    check = ("import sys\n"
+             "print(sum('_planted' in vars(m) for m in list(sys.modules.values()) if hasattr(m, '__dict__')))")
+    for _ in range(3):
+        planted = sb.run(plant)
+        assert planted.ok and int(planted.stdout) > 300, planted.stderr
+        assert sb.run(check).stdout == b"0\n"
+    assert pylon.Sandbox().run(check).stdout == b"0\n"
+
+
 def test_stdin_and_argv(sb):
     r = sb.run("import sys; print(sys.argv[1:], sys.stdin.read().upper())", argv=["a", "b"], stdin=b"data")
     assert r.stdout == b"['a', 'b'] DATA\n"
@@ -333,3 +351,28 @@ def test_tmp_cap_stops_a_writer(home):
 def test_tmp_mb_zero_gives_no_tmp(home):
     r = pylon.Sandbox(tmp_mb=0).run("import os; print('TMPDIR' in os.environ, os.path.exists('/tmp'))")
     assert r.stdout == b"False False\n", r.stderr
+
+
+def test_runs_start_from_instances_made_ahead(home, tmp_path):
+    # After a run, the engine instantiates the next run's instance on its
+    # housekeeping thread. The stock guest allows it only because its
+    # embedded caps read their preopens lazily (pylon.build.embedded's
+    # lazy preopen table): a cap reading them while instantiated would keep
+    # an empty list, so SQLite files must work in runs started that way.
+    sb = pylon.Sandbox(dirs={tmp_path: "rw"}, timeout=20)
+    write = ("import pylon_guest.sqlite as sqlite\n"
+             f"db = sqlite.connect({str(tmp_path / 't.db')!r})\n"
+             "db.execute('create table if not exists t(x)')\n"
+             "db.execute('insert into t values (?)', (len(db.execute('select * from t').fetchall()),))\n"
+             "db.commit()\n"
+             "print(db.execute('select count(*) from t').fetchone()[0])")
+    counts = []
+    for _ in range(4):
+        r = sb.run(write)
+        assert r.ok, r.stderr
+        counts.append(int(r.stdout))
+        time.sleep(0.2)  # the next instance is made meanwhile
+    assert counts == [1, 2, 3, 4]
+    guest = sb._guest
+    assert guest.makes_spares
+    assert guest.spare_starts >= 2

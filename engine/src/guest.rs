@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use wasmtime::component::__internal::{
     CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext, LowerContext,
@@ -402,6 +403,15 @@ pub struct PreparedGuest {
     pre: InstancePre<GuestState>,
     run: ComponentExportIndex,
     run_more: Option<ComponentExportIndex>,
+    /// One instance made ahead of the next run ([`Retirer::prewarm`]).
+    spare: Mutex<Option<Unarmed>>,
+    /// Whether a spare is being made now (at most one at a time).
+    prewarming: AtomicBool,
+    /// Set once a spare could not be made because the guest calls the host
+    /// while it is instantiated ([`Unarmed::spare`]).
+    no_spares: AtomicBool,
+    /// Runs and sessions that started from a spare.
+    spare_starts: AtomicU64,
 }
 
 impl PreparedGuest {
@@ -434,7 +444,125 @@ impl PreparedGuest {
         let pre = linker
             .instantiate_pre(&component)
             .context("cannot link the guest")?;
-        Ok(PreparedGuest { pre, run, run_more })
+        Ok(PreparedGuest {
+            pre,
+            run,
+            run_more,
+            spare: Mutex::new(None),
+            prewarming: AtomicBool::new(false),
+            no_spares: AtomicBool::new(false),
+            spare_starts: AtomicU64::new(0),
+        })
+    }
+
+    /// The instance made ahead for a run with `memory_bytes`, if one is ready.
+    pub fn take_spare(&self, memory_bytes: u64) -> Option<Unarmed> {
+        let mut spare = self.spare.lock().unwrap();
+        match &*spare {
+            Some(ready) if ready.memory_bytes == memory_bytes => {
+                self.spare_starts.fetch_add(1, Ordering::Relaxed);
+                spare.take()
+            }
+            _ => None,
+        }
+    }
+
+    /// Runs and sessions that started from an instance made ahead.
+    pub fn spare_starts(&self) -> u64 {
+        self.spare_starts.load(Ordering::Relaxed)
+    }
+
+    /// Whether instances of this guest can be made ahead (false once one
+    /// turned out to call the host while it was instantiated).
+    pub fn makes_spares(&self) -> bool {
+        !self.no_spares.load(Ordering::Relaxed)
+    }
+}
+
+/// A guest instantiated but given no run yet: an empty WASI context, no
+/// caps, no deadline (see [`GuestState::unarmed`]). Nothing of the guest has
+/// run in it, so it is as fresh as an instance made at the run's start.
+///
+/// Instantiating `pylon.wasm` links a few thousand functions across
+/// componentize-py's core modules and maps the heap image: most of a fresh
+/// run's engine time. Made ahead on the retiring thread, it is off the
+/// caller's path.
+pub struct Unarmed {
+    store: Store<GuestState>,
+    run: RunFunc,
+    run_more: Option<RunMoreFunc>,
+    /// The memory limit its limiter enforces: a spare serves only runs with
+    /// the same one.
+    memory_bytes: u64,
+    /// Whether the engine meters fuel.
+    metered: bool,
+}
+
+impl Unarmed {
+    /// Makes a spare: instantiates `prepared` unarmed under a memory limit of
+    /// `memory_bytes`. `None` when the guest called the host meanwhile (a
+    /// component whose start-up reads its preopens, say): what it got from an
+    /// empty context would stay with it, so no instance of it can be made
+    /// ahead of its run.
+    ///
+    /// # Errors
+    /// When instantiation fails (a memory limit too small for the guest).
+    pub fn spare(
+        shared: &Arc<Shared>,
+        linkers: &Arc<ProviderLinkers>,
+        prepared: &PreparedGuest,
+        memory_bytes: u64,
+    ) -> Result<Option<Self>> {
+        let limiter = Limiter::new(memory_bytes, None);
+        let state = GuestState::unarmed(limiter, shared.clone(), linkers.clone());
+        let spare = Self::instantiate(shared, prepared, state, memory_bytes)?;
+        Ok((!spare.store.data().touched_unarmed()).then_some(spare))
+    }
+
+    /// Instantiates `prepared` in a Store holding `state` (whose limiter
+    /// enforces `memory_bytes`).
+    ///
+    /// # Errors
+    /// When instantiation fails (a memory limit too small for the guest to
+    /// start, a guest that does not match the entry's signature).
+    fn instantiate(
+        shared: &Arc<Shared>,
+        prepared: &PreparedGuest,
+        state: GuestState,
+        memory_bytes: u64,
+    ) -> Result<Self> {
+        let mut store = Store::new(&shared.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(usize::MAX);
+        if shared.fuel {
+            // Each call sets its own budget; instantiation runs no script.
+            store.set_fuel(u64::MAX)?;
+        }
+        let control = store.data().control();
+        stop_on(&mut store, control);
+        let instance = prepared
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| explain_start_failure(e, &store.data().limiter, memory_bytes))
+            .context("cannot instantiate the guest")?;
+        let run = instance
+            .get_typed_func(&mut store, prepared.run)
+            .context("the guest's entry has the wrong signature")?;
+        let run_more = match prepared.run_more {
+            Some(index) => Some(
+                instance
+                    .get_typed_func(&mut store, index)
+                    .context("the guest's run-more has the wrong signature")?,
+            ),
+            None => None,
+        };
+        Ok(Unarmed {
+            store,
+            run,
+            run_more,
+            memory_bytes,
+            metered: shared.fuel,
+        })
     }
 }
 
@@ -488,15 +616,19 @@ impl LiveGuest {
     /// # Errors
     /// When a folder cannot be opened or instantiation fails (a memory
     /// limit too small for the guest to start, a trap in its start-up).
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         shared: &Arc<Shared>,
         linkers: &Arc<ProviderLinkers>,
         prepared: &PreparedGuest,
+        spare: Option<Unarmed>,
         argv: &[String],
         env: &[(String, String)],
         cwd: &str,
         setup: GuestSetup,
     ) -> Result<Self> {
+        let memory_bytes = setup.limits.memory_bytes;
+        let fuel = setup.limits.fuel;
         let mut wasi = WasiCtx::builder();
         wasi.args(argv).envs(env).initial_cwd(cwd);
         let (stdout, inherit_out) = stream(setup.stdout);
@@ -521,39 +653,31 @@ impl LiveGuest {
         control.watch_python_signals(setup.python_signals);
         let mut context = setup.run;
         context.control = Some(control.clone());
-        let limiter = Limiter::new(setup.limits.memory_bytes, None);
-        let state = GuestState::new(
-            wasi.build(),
-            limiter,
-            shared.clone(),
-            linkers.clone(),
-            context,
-        );
-        let mut store = Store::new(&shared.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_hostcall_fuel(usize::MAX);
-        let fuel = shared.fuel.then(|| setup.limits.fuel.unwrap_or(u64::MAX));
-        if let Some(fuel) = fuel {
-            store.set_fuel(fuel)?;
-        }
-        stop_on(&mut store, control.clone());
-
-        let instance = prepared
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| explain_start_failure(e, &store.data().limiter, setup.limits.memory_bytes))
-            .context("cannot instantiate the guest")?;
-        let run = instance
-            .get_typed_func(&mut store, prepared.run)
-            .context("the guest's entry has the wrong signature")?;
-        let run_more = match prepared.run_more {
-            Some(index) => Some(
-                instance
-                    .get_typed_func(&mut store, index)
-                    .context("the guest's run-more has the wrong signature")?,
-            ),
-            None => None,
+        let instance = match spare {
+            Some(mut spare) => {
+                spare.store.data_mut().arm(wasi.build(), context);
+                stop_on(&mut spare.store, control.clone());
+                spare
+            }
+            None => {
+                let limiter = Limiter::new(memory_bytes, None);
+                let state = GuestState::new(
+                    wasi.build(),
+                    limiter,
+                    shared.clone(),
+                    linkers.clone(),
+                    context,
+                );
+                Unarmed::instantiate(shared, prepared, state, memory_bytes)?
+            }
         };
+        let Unarmed {
+            store,
+            run,
+            run_more,
+            metered,
+            ..
+        } = instance;
         Ok(LiveGuest {
             store,
             run,
@@ -561,7 +685,7 @@ impl LiveGuest {
             control,
             stdout,
             stderr,
-            fuel,
+            fuel: metered.then(|| fuel.unwrap_or(u64::MAX)),
             dead: None,
         })
     }
@@ -576,10 +700,11 @@ impl LiveGuest {
         shared: &Arc<Shared>,
         linkers: &Arc<ProviderLinkers>,
         prepared: &PreparedGuest,
+        spare: Option<Unarmed>,
         run: GuestRun,
     ) -> Result<(Self, Result<i32>)> {
         let mut guest = LiveGuest::start(
-            shared, linkers, prepared, &run.argv, &run.env, &run.cwd, run.setup,
+            shared, linkers, prepared, spare, &run.argv, &run.env, &run.cwd, run.setup,
         )?;
         let status = guest.run(run.argv, run.env, run.cwd);
         Ok((guest, status))
@@ -662,36 +787,105 @@ impl LiveGuest {
     }
 }
 
-/// Drops finished guest instances on a thread of its own.
+/// What the housekeeping thread does between runs.
+enum Chore {
+    /// Drop a finished instance.
+    Retire(LiveGuest),
+    /// Make the next run's instance ahead ([`Unarmed`]).
+    Prewarm {
+        shared: Arc<Shared>,
+        linkers: Arc<ProviderLinkers>,
+        prepared: Arc<PreparedGuest>,
+        memory_bytes: u64,
+    },
+}
+
+/// Tears finished guest instances down and makes the next one ahead, on a
+/// thread of its own.
 ///
 /// Tearing an instance down (resetting its pool slot, unmapping, dropping
-/// its caps' Stores) is a good part of a fresh run's cost and nothing the
-/// caller waits for. A bounded queue keeps finished instances from piling up
-/// faster than they are dropped.
+/// its caps' Stores) and instantiating the next are most of a fresh run's
+/// engine time and nothing the caller has to wait for. A bounded queue keeps
+/// finished instances from piling up faster than they are dropped; a
+/// prewarm that finds the queue full is skipped (the run then instantiates
+/// its own, as without a spare).
 pub struct Retirer {
-    queue: std::sync::Mutex<std::sync::mpsc::SyncSender<LiveGuest>>,
+    queue: Mutex<std::sync::mpsc::SyncSender<Chore>>,
 }
 
 impl Retirer {
-    /// Starts the retiring thread.
+    /// Starts the housekeeping thread.
     ///
     /// # Errors
     /// When the thread cannot be started.
     pub fn new() -> Result<Self> {
-        let (queue, finished) = std::sync::mpsc::sync_channel::<LiveGuest>(2);
+        let (queue, chores) = std::sync::mpsc::sync_channel::<Chore>(2);
         std::thread::Builder::new()
             .name("pylon-retire".into())
-            .spawn(move || finished.into_iter().for_each(drop))?;
+            .spawn(move || chores.into_iter().for_each(Chore::run))?;
         Ok(Retirer {
-            queue: std::sync::Mutex::new(queue),
+            queue: Mutex::new(queue),
         })
     }
 
     /// Hands `guest` over to be dropped (dropped here if the thread is gone).
     pub fn retire(&self, guest: LiveGuest) {
-        let sent = self.queue.lock().unwrap().send(guest);
+        let sent = self.queue.lock().unwrap().send(Chore::Retire(guest));
         if let Err(unsent) = sent {
             drop(unsent.0);
+        }
+    }
+
+    /// Makes a spare instance of `prepared` for the next run with
+    /// `memory_bytes`, unless one is being made already.
+    pub fn prewarm(
+        &self,
+        shared: &Arc<Shared>,
+        linkers: &Arc<ProviderLinkers>,
+        prepared: &Arc<PreparedGuest>,
+        memory_bytes: u64,
+    ) {
+        if prepared.no_spares.load(Ordering::Relaxed)
+            || prepared.prewarming.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let chore = Chore::Prewarm {
+            shared: shared.clone(),
+            linkers: linkers.clone(),
+            prepared: prepared.clone(),
+            memory_bytes,
+        };
+        if self.queue.lock().unwrap().try_send(chore).is_err() {
+            prepared.prewarming.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Chore {
+    fn run(self) {
+        match self {
+            Chore::Retire(guest) => drop(guest),
+            Chore::Prewarm {
+                shared,
+                linkers,
+                prepared,
+                memory_bytes,
+            } => {
+                // A spare that cannot be made is no error: the run makes its
+                // own and reports why it failed.
+                match Unarmed::spare(&shared, &linkers, &prepared, memory_bytes) {
+                    // Replaces (drops) a spare made for another memory limit.
+                    Ok(Some(spare)) => *prepared.spare.lock().unwrap() = Some(spare),
+                    // This guest calls the host while it is instantiated:
+                    // every run instantiates its own.
+                    Ok(None) => prepared.no_spares.store(true, Ordering::Relaxed),
+                    // A memory limit too small, say: the run that makes its
+                    // own instance reports it.
+                    Err(_) => {}
+                }
+                prepared.prewarming.store(false, Ordering::Release);
+            }
         }
     }
 }
@@ -712,7 +906,7 @@ pub fn run_guest(
     prepared: &PreparedGuest,
     run: GuestRun,
 ) -> Result<(i32, Captured)> {
-    let (mut guest, status) = LiveGuest::launch(shared, linkers, prepared, run)?;
+    let (mut guest, status) = LiveGuest::launch(shared, linkers, prepared, None, run)?;
     guest.release_caps();
     Ok((status?, guest.take_captured()))
 }

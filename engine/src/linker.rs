@@ -42,6 +42,10 @@ pub struct GuestState {
     wasm_caps: HashSet<u32>,
     budget: Arc<RunBudget>,
     control: Arc<RunControl>,
+    /// False for an instance made ahead until [`Self::arm`] gives it its run.
+    armed: bool,
+    /// Whether the host was called (WASI, a resolve) while unarmed.
+    touched_unarmed: bool,
 }
 
 /// What a guest run shares with the providers it resolves.
@@ -82,7 +86,45 @@ impl GuestState {
             wasm_caps: HashSet::new(),
             budget: run.budget,
             control: run.control.expect("the run has started"),
+            armed: true,
+            touched_unarmed: false,
         }
+    }
+
+    /// State for an instance made ahead of its run ([`crate::guest::Unarmed`]):
+    /// an empty WASI context, no resolver, a budget of no caps and a
+    /// deadline that never passes, until [`Self::arm`] gives it a run's.
+    pub fn unarmed(limiter: Limiter, shared: Arc<Shared>, linkers: Arc<ProviderLinkers>) -> Self {
+        let run = RunContext {
+            resolver: None,
+            report: None,
+            budget: RunBudget::new(0, 0),
+            control: Some(RunControl::start(None, None)),
+        };
+        let mut state = GuestState::new(WasiCtx::builder().build(), limiter, shared, linkers, run);
+        state.armed = false;
+        state
+    }
+
+    /// Whether the guest called the host while unarmed (during its
+    /// instantiation): it then holds what that empty context gave it (no
+    /// preopens, say), so it cannot be armed for a run.
+    pub fn touched_unarmed(&self) -> bool {
+        self.touched_unarmed
+    }
+
+    /// Gives an instance made ahead its run: WASI context (stdio, preopens),
+    /// resolver, report, provider budget and stop control. Only before any of
+    /// its code ran, and only if instantiation called nothing of the host
+    /// ([`Self::touched_unarmed`]).
+    pub fn arm(&mut self, wasi: WasiCtx, run: RunContext) {
+        debug_assert!(!self.armed && !self.touched_unarmed && self.wasm_caps.is_empty());
+        self.armed = true;
+        self.wasi = wasi;
+        self.resolver = run.resolver;
+        self.log = Arc::new(RunLog::new(run.report));
+        self.budget = run.budget;
+        self.control = run.control.expect("the run has started");
     }
 
     /// The run's deadline and stop flag.
@@ -172,6 +214,8 @@ fn refusal_from_python(py: Python<'_>, name: &str, err: PyErr) -> DynError {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        // Every WASI call comes through here.
+        self.touched_unarmed |= !self.armed;
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
@@ -183,6 +227,7 @@ impl types::Host for GuestState {}
 
 impl Host for GuestState {
     fn resolve_by_id(&mut self, name: String) -> Result<Result<Resource<CapInstance>, DynError>> {
+        self.touched_unarmed |= !self.armed;
         self.control.check()?;
         let resolved = match self.ask_resolver(&name)? {
             Ok(resolved) => resolved,

@@ -573,6 +573,21 @@ impl Guest {
         Outcome::from_call(result, captured)
     }
 
+    /// Runs and sessions of this guest that started from an instance made
+    /// ahead of them (see docs/api.md).
+    #[getter]
+    fn spare_starts(&self) -> u64 {
+        self.prepared.spare_starts()
+    }
+
+    /// Whether instances of this guest can be made ahead: false once one
+    /// called the host while it was instantiated (its start-up would keep
+    /// what an empty context gave it).
+    #[getter]
+    fn makes_spares(&self) -> bool {
+        self.prepared.makes_spares()
+    }
+
     /// Starts a session: one instance whose `__main__` lives across calls.
     /// Its first call runs nothing but sets up argv, env and cwd.
     #[pyo3(signature = (env, cwd, *, preopens=Vec::new(), resolver=None, report=None,
@@ -632,12 +647,24 @@ impl Guest {
 }
 
 impl Guest {
+    /// Starts an instance for `run` (the spare made ahead when there is
+    /// one) and has the next one made ahead meanwhile: an embedding host
+    /// runs again.
     fn launch(&self, run: GuestRun) -> wasmtime::Result<(LiveGuest, wasmtime::Result<i32>)> {
         let engine = self.engine.get();
+        let memory_bytes = run.setup.limits.memory_bytes;
+        let spare = self.prepared.take_spare(memory_bytes);
+        engine.retirer.prewarm(
+            &engine.shared,
+            &engine.provider_linkers,
+            &self.prepared,
+            memory_bytes,
+        );
         LiveGuest::launch(
             &engine.shared,
             &engine.provider_linkers,
             &self.prepared,
+            spare,
             run,
         )
     }

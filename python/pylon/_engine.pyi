@@ -98,6 +98,13 @@ class Session:
 class Guest:
     """The guest component, linked once; each ``run`` is a fresh instance."""
 
+    # Runs and sessions that started from an instance made ahead of them.
+    @property
+    def spare_starts(self) -> int: ...
+    # Whether instances of this guest can be made ahead of their runs.
+    @property
+    def makes_spares(self) -> bool: ...
+
     def run(
         self,
         argv: Sequence[str],
