@@ -115,6 +115,12 @@ def _rss() -> dict:
             "shmem": _status_kib("RssShmem"), "pte": _status_kib("VmPTE")}
 
 
+def scratch_parent() -> str:
+    """Where a default run's folder goes (``$TMPDIR``, else ``/dev/shm``, else the system's)."""
+    from pylon.scratch import _scratch_parent
+    return _scratch_parent()
+
+
 def mount_of(path: str) -> tuple[str, str, str]:
     """(mount point, file system type, options) of the mount holding ``path``."""
     best = ("/", "?", "")
@@ -278,9 +284,9 @@ class PylonSide:
             "create_run": lambda: self._hello(pylon.Sandbox()),
             "create_run_tmp0": lambda: self._hello(pylon.Sandbox(tmp_mb=0)),
         }
-        # The default again with the host's temporary folder on a tmpfs, when
-        # the usual one is not (each run makes and removes a folder there).
-        if mount_of(tempfile.gettempdir())[1] != "tmpfs" and mount_of("/dev/shm")[1] == "tmpfs":
+        # The default again with the runs' folders on a tmpfs, when the usual
+        # place is not one (each run makes and removes a folder there).
+        if mount_of(scratch_parent())[1] != "tmpfs" and mount_of("/dev/shm")[1] == "tmpfs":
             self.runs["run_tmpfs"] = lambda: self._in_tmpdir("/dev/shm", lambda: self._hello(self.sb))
 
     @staticmethod
@@ -599,9 +605,10 @@ def report(res: dict, cli: dict) -> None:
           + (f"; eryx {info['eryx']['version']} on CPython {info['eryx']['python']})" if er else ")"))
     for note in res["notes"]:
         print(f"   NOTE: {note}")
-    point, fstype, options = mount_of(tempfile.gettempdir())
-    print(f"   the host's temporary folder (each default run makes and removes its /tmp there): "
-          f"{tempfile.gettempdir()}, on {point} ({fstype}, {options})")
+    parent = scratch_parent()
+    point, fstype, options = mount_of(parent)
+    print(f"   where each default run makes and removes its private /tmp (pylon.scratch): "
+          f"{parent}, on {point} ({fstype}, {options})")
     p, e = res["run"]["pylon"], res["run"].get("eryx", {})
     print(f"   fresh run of print('hello'), warm, ms (median / best of {p['run']['n']}: "
           f"{p['run']['n'] // BATCH} rounds of {BATCH}, sides alternating, after {WARMUP} warm-up runs)")
