@@ -273,6 +273,8 @@ class Scratch:
         A Ctrl-C during the removal does not leave the folder behind: the
         removal finishes, then the interrupt goes on.
         """
+        if self._remove_untouched():
+            return
         interrupted: BaseException | None = None
         # A guest abandoned in a host call may still be creating files while
         # the tree is removed; a few passes outlast it (once the folder is
@@ -289,6 +291,21 @@ class Scratch:
             report(f"could not remove the run's temporary folder {self.root}; delete it by hand")
         if interrupted is not None:
             raise interrupted
+
+    def _remove_untouched(self) -> bool:
+        """Removes the folder as it was made, if the guest left ``tmp/`` empty
+        (most runs): four calls instead of a tree walk. False, with nothing
+        or part removed, when anything else is there: the caller walks it.
+        ``rmdir`` removes only empty folders and never follows a link."""
+        try:
+            os.rmdir(self.preopen.path)
+            if self.devnull is not None:
+                os.unlink(self.devnull.path / "null")
+                os.rmdir(self.devnull.path)
+            os.rmdir(self.root)
+        except OSError:
+            return False
+        return True
 
 
 class _Watcher:
