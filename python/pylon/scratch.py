@@ -232,6 +232,13 @@ class Scratch:
     def stop_watching(self) -> None:
         """Ends the watching; waits for a measurement under way (milliseconds), so
         the watcher neither reads the folder nor stops the run after this returns."""
+        if sys.is_finalizing():
+            # The interpreter is exiting (a session left open is closed as its
+            # objects are collected): the watcher is a daemon thread, which
+            # Python ends where it next takes the GIL, possibly holding one of
+            # the locks below. Nothing is left to stop.
+            self._interrupt = None
+            return
         _WATCHER.discard(self)
         with self._measuring:
             self._interrupt = None
@@ -356,6 +363,20 @@ class _Watcher:
 
 
 _WATCHER = _Watcher()
+
+
+def _fresh_watcher_after_fork() -> None:
+    """In a forked child: a watcher of its own, and unlocked folders (the
+    parent's watcher thread is not in the child, but its locks may have been
+    copied held)."""
+    global _WATCHER
+    for scratch in list(_WATCHER._due):
+        scratch._measuring = threading.Lock()
+        scratch._interrupt = None
+    _WATCHER = _Watcher()
+
+
+os.register_at_fork(after_in_child=_fresh_watcher_after_fork)
 
 
 def _report_to_stderr(message: str) -> None:
