@@ -37,8 +37,8 @@ cache under its pinned sha256.
 
 Outputs land in ``toolchain.output_dir("cap-<name>-embedded", <hash>)``; the
 hash covers the face's own sources and include folders, its WIT, its
-``[embedded]`` table, the pins of the vendored sources it uses and the
-compiler flags, so an unchanged cap is a cache hit and an edit to another
+``[embedded]`` table, the pins of the vendored sources it uses, the
+compiler flags and this module (the recipe), so an unchanged cap is a cache hit and an edit to another
 face (dynlink.c, say) does not rebuild this one.
 """
 
@@ -237,7 +237,10 @@ def cache_key(cap: Manifest) -> str:
     face = cap.embedded
     assert face is not None
     where = _where(cap)
-    own = [face.wit]
+    # This file is the build's recipe (flags, link order, the lazy preopen
+    # table): a change to it rebuilds every embedded cap, as it rebuilds the
+    # guests that embed them.
+    own = [face.wit, Path(__file__)]
     for key in ("sources", "include_dirs"):
         for i, rel in enumerate(getattr(face, key)):
             if _vendor_of(rel) is None:
@@ -248,8 +251,7 @@ def cache_key(cap: Manifest) -> str:
     table = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(face).items()}
     pins = {name: cap.vendors[name].sha256 for name in _used_vendors(cap, face)}
     return toolchain.source_hash(own, extra=json.dumps(
-        [table, pins, COMMON_CFLAGS, ADAPTER_SHA256, toolchain.CARGO_TOOLS["wit-bindgen"], "lazy-preopens"],
-        sort_keys=True))
+        [table, pins, COMMON_CFLAGS, ADAPTER_SHA256, toolchain.CARGO_TOOLS["wit-bindgen"]], sort_keys=True))
 
 
 def build_embedded_cap(name: str) -> Path:
