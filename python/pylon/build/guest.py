@@ -215,6 +215,12 @@ def build_guest(*, embed: Iterable[str] | None = None, force: bool = False,
         build = root / "python" / "pylon" / "build"
         items += [root / "caps" / cap for cap in embed] + [faces[cap].embedded.wit for cap in embed]  # type: ignore[union-attr]
         items += [root / "caps" / "_sdk", build / "embedded.py", build / "manifest.py", build / "vendor.py"]
+        # And the components themselves, as built (found in their cache, or
+        # built now): a guest is never reused with other bytes nested in it
+        # than this checkout's caps.
+        from pylon.build.embedded import build_embedded_cap
+
+        items += [build_embedded_cap(cap) for cap in embed]
     if variant is not None:
         items += [variant.wit_package, *variant.python_paths]
         extra += f"|{variant.world}|{variant.app}"
