@@ -404,11 +404,11 @@ pub struct PreparedGuest {
     run: ComponentExportIndex,
     run_more: Option<ComponentExportIndex>,
     /// One instance made ahead of the next run ([`Retirer::prewarm`]).
-    spare: Mutex<Option<Unarmed>>,
+    spare: Mutex<Option<Instantiated>>,
     /// Whether a spare is being made now (at most one at a time).
     prewarming: AtomicBool,
     /// Set once a spare could not be made because the guest calls the host
-    /// while it is instantiated ([`Unarmed::spare`]).
+    /// while it is instantiated ([`Instantiated::spare`]).
     no_spares: AtomicBool,
     /// Runs and sessions that started from a spare.
     spare_starts: AtomicU64,
@@ -456,7 +456,7 @@ impl PreparedGuest {
     }
 
     /// The instance made ahead for a run with `memory_bytes`, if one is ready.
-    pub fn take_spare(&self, memory_bytes: u64) -> Option<Unarmed> {
+    pub fn take_spare(&self, memory_bytes: u64) -> Option<Instantiated> {
         let mut spare = self.spare.lock().unwrap();
         match &*spare {
             Some(ready) if ready.memory_bytes == memory_bytes => {
@@ -479,26 +479,26 @@ impl PreparedGuest {
     }
 }
 
-/// A guest instantiated but given no run yet: an empty WASI context, no
-/// caps, no deadline (see [`GuestState::unarmed`]). Nothing of the guest has
-/// run in it, so it is as fresh as an instance made at the run's start.
+/// A guest instantiated whose entry has not been called yet: for a run, with
+/// the run's own state, or as a spare made ahead ([`Instantiated::spare`]),
+/// unarmed: an empty WASI context, no caps, no deadline (see
+/// [`GuestState::unarmed`]) until the run arms it. Nothing of the guest has
+/// run in a spare, so it is as fresh as an instance made at the run's start.
 ///
 /// Instantiating `pylon.wasm` links a few thousand functions across
 /// componentize-py's core modules and maps the heap image: most of a fresh
-/// run's engine time. Made ahead on the retiring thread, it is off the
+/// run's engine time. Made ahead on the housekeeping thread, it is off the
 /// caller's path.
-pub struct Unarmed {
+pub struct Instantiated {
     store: Store<GuestState>,
     run: RunFunc,
     run_more: Option<RunMoreFunc>,
     /// The memory limit its limiter enforces: a spare serves only runs with
     /// the same one.
     memory_bytes: u64,
-    /// Whether the engine meters fuel.
-    metered: bool,
 }
 
-impl Unarmed {
+impl Instantiated {
     /// Makes a spare: instantiates `prepared` unarmed under a memory limit of
     /// `memory_bytes`. `None` when the guest called the host meanwhile (a
     /// component whose start-up reads its preopens, say): what it got from an
@@ -556,12 +556,11 @@ impl Unarmed {
             ),
             None => None,
         };
-        Ok(Unarmed {
+        Ok(Instantiated {
             store,
             run,
             run_more,
             memory_bytes,
-            metered: shared.fuel,
         })
     }
 }
@@ -621,7 +620,7 @@ impl LiveGuest {
         shared: &Arc<Shared>,
         linkers: &Arc<ProviderLinkers>,
         prepared: &PreparedGuest,
-        spare: Option<Unarmed>,
+        spare: Option<Instantiated>,
         argv: &[String],
         env: &[(String, String)],
         cwd: &str,
@@ -668,14 +667,13 @@ impl LiveGuest {
                     linkers.clone(),
                     context,
                 );
-                Unarmed::instantiate(shared, prepared, state, memory_bytes)?
+                Instantiated::instantiate(shared, prepared, state, memory_bytes)?
             }
         };
-        let Unarmed {
+        let Instantiated {
             store,
             run,
             run_more,
-            metered,
             ..
         } = instance;
         Ok(LiveGuest {
@@ -685,7 +683,7 @@ impl LiveGuest {
             control,
             stdout,
             stderr,
-            fuel: metered.then(|| fuel.unwrap_or(u64::MAX)),
+            fuel: shared.fuel.then(|| fuel.unwrap_or(u64::MAX)),
             dead: None,
         })
     }
@@ -700,7 +698,7 @@ impl LiveGuest {
         shared: &Arc<Shared>,
         linkers: &Arc<ProviderLinkers>,
         prepared: &PreparedGuest,
-        spare: Option<Unarmed>,
+        spare: Option<Instantiated>,
         run: GuestRun,
     ) -> Result<(Self, Result<i32>)> {
         let mut guest = LiveGuest::start(
@@ -791,7 +789,7 @@ impl LiveGuest {
 enum Chore {
     /// Drop a finished instance.
     Retire(LiveGuest),
-    /// Make the next run's instance ahead ([`Unarmed`]).
+    /// Make the next run's instance ahead ([`Instantiated`]).
     Prewarm {
         shared: Arc<Shared>,
         linkers: Arc<ProviderLinkers>,
@@ -874,7 +872,7 @@ impl Chore {
             } => {
                 // A spare that cannot be made is no error: the run makes its
                 // own and reports why it failed.
-                match Unarmed::spare(&shared, &linkers, &prepared, memory_bytes) {
+                match Instantiated::spare(&shared, &linkers, &prepared, memory_bytes) {
                     // Replaces (drops) a spare made for another memory limit.
                     Ok(Some(spare)) => *prepared.spare.lock().unwrap() = Some(spare),
                     // This guest calls the host while it is instantiated:

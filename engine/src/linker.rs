@@ -91,7 +91,7 @@ impl GuestState {
         }
     }
 
-    /// State for an instance made ahead of its run ([`crate::guest::Unarmed`]):
+    /// State for an instance made ahead of its run ([`crate::guest::Instantiated::spare`]):
     /// an empty WASI context, no resolver, a budget of no caps and a
     /// deadline that never passes, until [`Self::arm`] gives it a run's.
     pub fn unarmed(limiter: Limiter, shared: Arc<Shared>, linkers: Arc<ProviderLinkers>) -> Self {
