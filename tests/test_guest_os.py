@@ -283,6 +283,31 @@ def test_the_watchers_stop_becomes_scratch_full(private_tempdir: Path) -> None:
     assert list(private_tempdir.iterdir()) == []
 
 
+@pytest.mark.parametrize("what", ["a file", "an empty folder", "a file in a folder"])
+def test_a_burst_just_before_the_end_is_caught(private_tempdir: Path, what: str) -> None:
+    # No watcher: only the measurement when the block ends can see it. An
+    # emptied tmp/ is removed without one, so anything left must be measured.
+    with pytest.raises(ScratchFull) as stopped, scratch(1) as tmp:
+        folder = tmp.preopen.path
+        if what != "a file":
+            folder = folder / "sub"
+            folder.mkdir()
+        if what != "an empty folder":
+            (folder / "big").write_bytes(bytes(2 * MIB))
+        else:
+            for i in range(300):  # 300 entries count as 300 blocks, past 1 MiB
+                (folder / f"d{i}").mkdir()
+    assert stopped.value.limit_bytes == MIB and stopped.value.held_bytes > MIB
+    assert list(private_tempdir.iterdir()) == []
+
+
+def test_a_run_that_leaves_tmp_empty_passes_and_leaves_nothing(private_tempdir: Path) -> None:
+    with scratch(1, interrupt=Flag()) as tmp:
+        (tmp.preopen.path / "gone").write_bytes(bytes(2 * MIB))
+        (tmp.preopen.path / "gone").unlink()
+    assert list(private_tempdir.iterdir()) == []
+
+
 def test_another_stop_stays_what_it_was(private_tempdir: Path) -> None:
     with pytest.raises(GuestInterrupted) as stopped, scratch(1, interrupt=Flag()):
         raise GuestInterrupted("Ctrl-C")
