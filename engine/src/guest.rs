@@ -27,7 +27,7 @@ use crate::engine::Shared;
 use crate::hostcap::CapInstance;
 use crate::limits::{Limiter, RunControl, RunSignal, Stop, Stopped};
 use crate::linker::{GuestState, RunContext};
-use crate::output::{Output, OutputMode};
+use crate::output::{InputMode, Output, OutputMode};
 use crate::provider::ProviderLinkers;
 
 /// The guest's entry export (see `wit/guest/guest.wit`).
@@ -89,9 +89,8 @@ pub struct GuestSetup {
     pub timeout: Option<std::time::Duration>,
     /// The first call's stop flag, held by whoever may stop it.
     pub signal: Option<Arc<RunSignal>>,
-    /// Bytes the guest reads on stdin (`None`: the host's stdin when its
-    /// output is inherited, else empty).
-    pub stdin: Option<Vec<u8>>,
+    /// What the guest reads on stdin.
+    pub stdin: InputMode,
     /// Where the guest's stdout goes.
     pub stdout: OutputMode,
     /// Where the guest's stderr goes.
@@ -599,11 +598,45 @@ pub struct LiveGuest {
     dead: Option<String>,
 }
 
-fn stream(mode: OutputMode) -> (Option<Output>, bool) {
+/// Which of the guest's output streams [`attach_output`] sets.
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Gives the guest its `which` stream as `mode` says: a file or the host's
+/// own stream are handed to WASI as they are; a capture or a callback is an
+/// [`Output`], returned for the run to read back. The flag: inherited.
+fn attach_output(wasi: &mut WasiCtxBuilder, which: Stream, mode: OutputMode) -> (Option<Output>, bool) {
+    fn set(wasi: &mut WasiCtxBuilder, which: Stream, out: impl wasmtime_wasi::cli::StdoutStream + 'static) {
+        match which {
+            Stream::Stdout => wasi.stdout(out),
+            Stream::Stderr => wasi.stderr(out),
+        };
+    }
     match mode {
-        OutputMode::Inherit => (None, true),
-        OutputMode::Capture(limit) => (Some(Output::capture(limit)), false),
-        OutputMode::Stream(cb) => (Some(Output::stream(cb)), false),
+        OutputMode::Inherit => {
+            match which {
+                Stream::Stdout => wasi.inherit_stdout(),
+                Stream::Stderr => wasi.inherit_stderr(),
+            };
+            (None, true)
+        }
+        OutputMode::File(file) => {
+            set(wasi, which, wasmtime_wasi::cli::OutputFile::new(file));
+            (None, false)
+        }
+        OutputMode::Capture(limit) => {
+            let out = Output::capture(limit);
+            set(wasi, which, out.clone());
+            (Some(out), false)
+        }
+        OutputMode::Stream(cb) => {
+            let out = Output::stream(cb);
+            set(wasi, which, out.clone());
+            (Some(out), false)
+        }
     }
 }
 
@@ -630,22 +663,15 @@ impl LiveGuest {
         let fuel = setup.limits.fuel;
         let mut wasi = WasiCtx::builder();
         wasi.args(argv).envs(env).initial_cwd(cwd);
-        let (stdout, inherit_out) = stream(setup.stdout);
-        let (stderr, inherit_err) = stream(setup.stderr);
-        match &stdout {
-            Some(out) => wasi.stdout(out.clone()),
-            None => wasi.inherit_stdout(),
-        };
-        match &stderr {
-            Some(out) => wasi.stderr(out.clone()),
-            None => wasi.inherit_stderr(),
-        };
+        let (stdout, inherit_out) = attach_output(&mut wasi, Stream::Stdout, setup.stdout);
+        let (stderr, inherit_err) = attach_output(&mut wasi, Stream::Stderr, setup.stderr);
         match setup.stdin {
-            Some(bytes) => wasi.stdin(MemoryInputPipe::new(bytes)),
+            InputMode::Bytes(bytes) => wasi.stdin(MemoryInputPipe::new(bytes)),
+            InputMode::File(file) => wasi.stdin(wasmtime_wasi::cli::InputFile::new(file)),
             // The CLI's guest reads the terminal like `python` does; an
             // embedded guest reads nothing unless given bytes.
-            None if inherit_out && inherit_err => wasi.inherit_stdin(),
-            None => &mut wasi,
+            InputMode::Default if inherit_out && inherit_err => wasi.inherit_stdin(),
+            InputMode::Default => &mut wasi,
         };
         add_preopens(&mut wasi, &setup.preopens)?;
         let control = RunControl::start(setup.timeout, setup.signal);

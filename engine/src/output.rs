@@ -25,6 +25,19 @@ pub enum OutputMode {
     Capture(usize),
     /// Each write handed to `callback(bytes)` as it happens.
     Stream(Py<PyAny>),
+    /// Written straight to this file (the CLI's server: the stream of the
+    /// `composectl run` process that handed it over).
+    File(std::fs::File),
+}
+
+/// What the guest reads on stdin.
+pub enum InputMode {
+    /// The host's stdin when both outputs are inherited (the CLI), else nothing.
+    Default,
+    /// These bytes, then end of file (the embedding API).
+    Bytes(Vec<u8>),
+    /// This file (the CLI's server: the stdin of the `composectl run` process).
+    File(std::fs::File),
 }
 
 /// A guest output stream that captures or forwards what the guest writes.

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::types::{PyBytes, PyString};
 use wasmtime::component::Linker;
 
@@ -20,7 +21,7 @@ use crate::guest::{
 };
 use crate::limits::{RunBudget, RunSignal, Stop, Stopped};
 use crate::linker::{GuestState, RunContext};
-use crate::output::OutputMode;
+use crate::output::{InputMode, OutputMode};
 use crate::provider::{LiveProvider, ProviderLinkers, ProviderSpec};
 
 /// The stop flag of a run: set it from any thread (a signal handler, an
@@ -221,7 +222,7 @@ fn guest_setup(
     max_instances: usize,
     max_cap_memory_bytes: u64,
     interrupt: Option<&Interrupt>,
-    stdin: Option<Vec<u8>>,
+    stdin: InputMode,
     stdout: OutputMode,
     stderr: OutputMode,
     python_signals: bool,
@@ -245,6 +246,23 @@ fn guest_setup(
             control: None,
         },
     }
+}
+
+/// A file of our own for the caller's open descriptor `fd` (a `dup`: the
+/// caller keeps and closes its own).
+fn duplicate_fd(fd: i32) -> PyResult<std::fs::File> {
+    use std::os::fd::BorrowedFd;
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!("not a file descriptor: {fd}")));
+    }
+    // SAFETY: the descriptor is only borrowed for the `dup`, during this
+    // call, while the caller holds it open; a closed one makes `dup` fail
+    // with EBADF, which is returned.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let owned = borrowed
+        .try_clone_to_owned()
+        .map_err(|e| PyOSError::new_err(format!("file descriptor {fd}: {e}")))?;
+    Ok(std::fs::File::from(owned))
 }
 
 fn preopens(list: Vec<(PathBuf, String, bool)>) -> Vec<Preopen> {
@@ -308,9 +326,12 @@ impl Engine {
     /// `max_cap_memory_bytes` bound the caps it resolves, together;
     /// `interrupt` stops it from another thread; `report(message)` receives
     /// what the guest must not see (host paths, causes of a failed load).
+    /// `stdio_fds`: the guest's stdin, stdout and stderr are (duplicates
+    /// of) these open file descriptors instead of the process's own (the
+    /// CLI's server runs a client's script on the client's streams).
     #[pyo3(signature = (path, digest, *, argv, env, cwd, preopens=Vec::new(), resolver=None,
                         report=None, timeout_ms=None, memory_bytes=None, max_instances=32,
-                        max_cap_memory_bytes=1 << 30, interrupt=None))]
+                        max_cap_memory_bytes=1 << 30, interrupt=None, stdio_fds=None))]
     #[allow(clippy::too_many_arguments)]
     fn run_guest(
         &self,
@@ -328,7 +349,16 @@ impl Engine {
         max_instances: usize,
         max_cap_memory_bytes: u64,
         interrupt: Option<PyRef<'_, Interrupt>>,
+        stdio_fds: Option<(i32, i32, i32)>,
     ) -> PyResult<i32> {
+        let (stdin, stdout, stderr) = match stdio_fds {
+            None => (InputMode::Default, OutputMode::Inherit, OutputMode::Inherit),
+            Some((fd0, fd1, fd2)) => (
+                InputMode::File(duplicate_fd(fd0)?),
+                OutputMode::File(duplicate_fd(fd1)?),
+                OutputMode::File(duplicate_fd(fd2)?),
+            ),
+        };
         let prepared = py
             .detach(|| self.prepare(&path, &digest))
             .map_err(engine_error)?;
@@ -346,9 +376,9 @@ impl Engine {
                 max_instances,
                 max_cap_memory_bytes,
                 interrupt.as_deref(),
-                None,
-                OutputMode::Inherit,
-                OutputMode::Inherit,
+                stdin,
+                stdout,
+                stderr,
                 false,
             ),
         };
@@ -547,7 +577,7 @@ impl Guest {
             max_instances,
             max_cap_memory_bytes,
             interrupt.as_deref(),
-            Some(stdin.unwrap_or_default()),
+            InputMode::Bytes(stdin.unwrap_or_default()),
             output_mode(stdout, max_output_bytes)?,
             output_mode(stderr, max_output_bytes)?,
             is_main_thread(py)?,
@@ -621,7 +651,7 @@ impl Guest {
             max_instances,
             max_cap_memory_bytes,
             None,
-            Some(Vec::new()),
+            InputMode::Bytes(Vec::new()),
             output_mode(stdout, max_output_bytes)?,
             output_mode(stderr, max_output_bytes)?,
             false,
