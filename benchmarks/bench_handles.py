@@ -100,7 +100,7 @@ counter = p.Counter(7)
 payload = b"\x81" + counter._h
 invoke = cap.invoke
 direct = cap._invoke                       # the WIT import itself, no Python wrapper
-method = getattr(dynlink, "_DONATE", "") + "[method]counter.get"
+method = "[method]counter.get"
 get = counter.get
 n = 20000
 

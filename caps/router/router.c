@@ -100,13 +100,6 @@ bool exports_compose_dynlink_linker_method_instance_invoke(exports_compose_dynli
                                                            router_string_t *method, router_list_u8_t *payload,
                                                            router_list_u8_t *ret,
                                                            exports_compose_dynlink_linker_error_t *err) {
-    /* A leading U+0000 offers the request buffer for the reply (wit/dynlink
-     * "invoke"); the router does not take the offer: it only drops the
-     * marker, in place (the buffer stays the one the cap frees). */
-    if (method->len > 0 && method->ptr[0] == 0) {
-        memmove(method->ptr, method->ptr + 1, method->len - 1);
-        method->len--;
-    }
     /* The cap takes over `method` and `payload` (it frees them). */
     return self->route->invoke(method, payload, ret, err);
 }

@@ -5,17 +5,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use wasmtime::component::__internal::{
-    CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext, LowerContext,
-};
 use wasmtime::component::{
-    ComponentExportIndex, ComponentType, InstancePre, Lift, Linker, Lower, Resource, TypedFunc,
-    WasmList,
+    ComponentExportIndex, InstancePre, Linker, Resource, TypedFunc, WasmList,
 };
 use wasmtime::error::Context;
+use wasmtime::StoreContextMut;
 use wasmtime::{format_err, Result};
 use wasmtime::{Store, UpdateDeadline};
-use wasmtime::{StoreContextMut, ValRaw};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
@@ -151,20 +147,14 @@ pub fn guest_linker(shared: &Shared) -> Result<Linker<GuestState>> {
     // view: one copy per request instead of two. The reply still crosses as
     // a Vec (lifted from the cap, lowered into the guest): a host function
     // must return owned values, and the guest's realloc runs only after it
-    // returns, so there is nowhere to write the reply to earlier. A guest
-    // that donates its request buffer gets the reply written into it
-    // (see [`GuestPayload`] and [`Reply`]).
+    // returns, so there is nowhere to write the reply to earlier.
     let mut dynlink = linker.instance(DYNLINK_LINKER)?;
     dynlink.func_wrap(
         "[method]instance.invoke",
         |mut store: StoreContextMut<'_, GuestState>,
-         (this, method, payload): (Resource<CapInstance>, String, GuestPayload)|
-         -> Result<(Result<Reply, DynError>,)> {
-            let (method, donated) = match method.strip_prefix(DONATE_PREFIX) {
-                Some(rest) => (rest, Some((payload.ptr, payload.len))),
-                None => (method.as_str(), None),
-            };
-            let view = payload.list.as_le_slice(&store);
+         (this, method, payload): (Resource<CapInstance>, String, WasmList<u8>)|
+         -> Result<(Result<Vec<u8>, DynError>,)> {
+            let view = payload.as_le_slice(&store);
             let (ptr, len) = (view.as_ptr(), view.len());
             // SAFETY: `view` borrows the guest's store, yet the call below
             // needs `&mut GuestState` (the cap lives in its resource table).
@@ -178,170 +168,16 @@ pub fn guest_linker(shared: &Shared) -> Result<Linker<GuestState>> {
             // copies the payload into a Python `bytes` before any Python
             // code runs (src/hostcap.rs). The slice is not used after
             // `invoke_cap` returns, before anything (the reply's lowering,
-            // which runs the guest's realloc or writes the donated buffer)
-            // may touch the memory again.
+            // which runs the guest's realloc) may touch the memory again.
             let payload = unsafe { std::slice::from_raw_parts(ptr, len) };
             store
                 .data_mut()
-                .invoke_cap(&this, method, payload)
-                .map(|reply| (reply.map(|bytes| Reply { bytes, donated }),))
+                .invoke_cap(&this, &method, payload)
+                .map(|reply| (reply,))
         },
     )?;
     linker.allow_shadowing(false);
     Ok(linker)
-}
-
-/// A method name starting with this says the guest gives the host its
-/// request buffer: the reply is written into it when it fits, instead of
-/// into a buffer from the guest's `cabi_realloc`.
-///
-/// Why: componentize-py 0.25.1 lowers a `bytes` argument for a `list<u8>`
-/// parameter by copying it into a block from its allocator
-/// (`MyCall::maybe_pop_list`, runtime/src/lib.rs) that nothing frees:
-/// wit-dylib's generated lowering defers the free of a list only on its
-/// element-by-element path (`defer_deallocate_lowered_list`, wit-dylib
-/// 0.245 src/bindgen.rs), which that fast path skips. Each call would leak
-/// the request. The guest lifts a `list<u8>` result by copying it into a
-/// `bytes` and freeing its pointer (`push_raw_list`), so a reply written
-/// into the request's block frees that block. Only a guest that knows its
-/// request block is leaked may set this (pylon_guest.dynlink does): for
-/// any other the block is not the host's to hand back. The host's safety
-/// does not depend on it: the writes are bounds-checked in the guest's own
-/// memory.
-pub const DONATE_PREFIX: &str = "\u{0}";
-
-/// The `payload: list<u8>` argument of `instance.invoke` as a view of the
-/// guest's memory, and where that is (for a donated buffer).
-struct GuestPayload {
-    list: WasmList<u8>,
-    ptr: u32,
-    len: u32,
-}
-
-// SAFETY: the canonical ABI shape of `list<u8>` (a pointer pair), checked by
-// `[u8]`'s own typecheck; lifting is `WasmList`'s own.
-unsafe impl ComponentType for GuestPayload {
-    type Lower = <[u8] as ComponentType>::Lower;
-
-    const ABI: CanonicalAbiInfo = CanonicalAbiInfo::POINTER_PAIR;
-
-    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> Result<()> {
-        <[u8] as ComponentType>::typecheck(ty, types)
-    }
-}
-
-// SAFETY: delegates to `WasmList`, which checks the bounds.
-unsafe impl Lift for GuestPayload {
-    fn linear_lift_from_flat(
-        cx: &mut LiftContext<'_>,
-        ty: InterfaceType,
-        src: &Self::Lower,
-    ) -> Result<Self> {
-        let list = WasmList::linear_lift_from_flat(cx, ty, src)?;
-        Ok(GuestPayload {
-            list,
-            ptr: src[0].get_u32(),
-            len: src[1].get_u32(),
-        })
-    }
-
-    fn linear_lift_from_memory(
-        cx: &mut LiftContext<'_>,
-        ty: InterfaceType,
-        bytes: &[u8],
-    ) -> Result<Self> {
-        let list = WasmList::linear_lift_from_memory(cx, ty, bytes)?;
-        let word = |at: usize| {
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
-        Ok(GuestPayload {
-            list,
-            ptr: word(0),
-            len: word(4),
-        })
-    }
-}
-
-/// The reply of `instance.invoke` (`list<u8>`): written into the donated
-/// request buffer when it fits (see [`DONATE_PREFIX`]), else lowered as
-/// usual into a buffer from the guest's realloc.
-struct Reply {
-    bytes: Vec<u8>,
-    donated: Option<(u32, u32)>,
-}
-
-impl Reply {
-    /// Writes the reply into the donated buffer if it fits; its pointer and
-    /// length, or None to lower it as usual.
-    fn write_donated<T>(&self, cx: &mut LowerContext<'_, T>) -> Result<Option<(u32, u32)>> {
-        let Some((ptr, cap)) = self.donated else {
-            return Ok(None);
-        };
-        let Ok(len) = u32::try_from(self.bytes.len()) else {
-            return Ok(None);
-        };
-        // Empty on either side: nothing to free (an empty request may carry
-        // any pointer, and the guest need not free an empty reply).
-        if len == 0 || cap == 0 || len > cap {
-            return Ok(None);
-        }
-        let start = ptr as usize;
-        let dst = cx
-            .as_slice_mut()
-            .get_mut(start..start + len as usize)
-            .ok_or_else(|| format_err!("the donated request buffer is out of bounds"))?;
-        dst.copy_from_slice(&self.bytes);
-        Ok(Some((ptr, len)))
-    }
-}
-
-// SAFETY: lowered with `list<u8>`'s shape (a pointer pair into the guest's
-// memory), checked by `[u8]`'s own typecheck.
-unsafe impl ComponentType for Reply {
-    type Lower = <[u8] as ComponentType>::Lower;
-
-    const ABI: CanonicalAbiInfo = CanonicalAbiInfo::POINTER_PAIR;
-
-    fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> Result<()> {
-        <[u8] as ComponentType>::typecheck(ty, types)
-    }
-}
-
-// SAFETY: either `[u8]`'s own lowering, or a pointer pair to bytes written
-// (bounds-checked) into the guest's memory.
-unsafe impl Lower for Reply {
-    fn linear_lower_to_flat<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        dst: &mut std::mem::MaybeUninit<Self::Lower>,
-    ) -> Result<()> {
-        match self.write_donated(cx)? {
-            Some((ptr, len)) => {
-                // Pointers are stored as i64 in flat values, as wasmtime's
-                // own lowering does.
-                dst.write([ValRaw::i64(ptr.into()), ValRaw::i64(len.into())]);
-                Ok(())
-            }
-            None => self.bytes.as_slice().linear_lower_to_flat(cx, ty, dst),
-        }
-    }
-
-    fn linear_lower_to_memory<T>(
-        &self,
-        cx: &mut LowerContext<'_, T>,
-        ty: InterfaceType,
-        offset: usize,
-    ) -> Result<()> {
-        match self.write_donated(cx)? {
-            Some((ptr, len)) => {
-                *cx.get::<4>(offset) = ptr.to_le_bytes();
-                *cx.get::<4>(offset + 4) = len.to_le_bytes();
-                Ok(())
-            }
-            None => self.bytes.as_slice().linear_lower_to_memory(cx, ty, offset),
-        }
-    }
 }
 
 /// The `compose:dynlink/linker` instance (wit/dynlink).
@@ -608,8 +444,16 @@ enum Stream {
 /// Gives the guest its `which` stream as `mode` says: a file or the host's
 /// own stream are handed to WASI as they are; a capture or a callback is an
 /// [`Output`], returned for the run to read back. The flag: inherited.
-fn attach_output(wasi: &mut WasiCtxBuilder, which: Stream, mode: OutputMode) -> (Option<Output>, bool) {
-    fn set(wasi: &mut WasiCtxBuilder, which: Stream, out: impl wasmtime_wasi::cli::StdoutStream + 'static) {
+fn attach_output(
+    wasi: &mut WasiCtxBuilder,
+    which: Stream,
+    mode: OutputMode,
+) -> (Option<Output>, bool) {
+    fn set(
+        wasi: &mut WasiCtxBuilder,
+        which: Stream,
+        out: impl wasmtime_wasi::cli::StdoutStream + 'static,
+    ) {
         match which {
             Stream::Stdout => wasi.stdout(out),
             Stream::Stderr => wasi.stderr(out),

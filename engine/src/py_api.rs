@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pyo3::prelude::*;
 use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use wasmtime::component::Linker;
 
@@ -253,7 +253,9 @@ fn guest_setup(
 fn duplicate_fd(fd: i32) -> PyResult<std::fs::File> {
     use std::os::fd::BorrowedFd;
     if fd < 0 {
-        return Err(PyValueError::new_err(format!("not a file descriptor: {fd}")));
+        return Err(PyValueError::new_err(format!(
+            "not a file descriptor: {fd}"
+        )));
     }
     // SAFETY: the descriptor is only borrowed for the `dup`, during this
     // call, while the caller holds it open; a closed one makes `dup` fail

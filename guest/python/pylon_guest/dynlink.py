@@ -68,18 +68,6 @@ class CapLimitExceeded(DynlinkError):
 class BadPayload(DynlinkError, ValueError):
     kind = "bad-payload"
 
-
-#: Prefixed to the method name: this guest gives the host its request buffer,
-#: which the host fills with the reply when it fits. componentize-py 0.25.1
-#: copies a ``bytes`` argument of an import into a block it never frees
-#: (``maybe_pop_list`` in its runtime; wit-dylib frees lists only on its slow
-#: path), so without this every call leaked its payload. The guest frees the
-#: reply's buffer after copying it into a ``bytes``, and with it that block.
-#: The host's side: engine/src/guest.rs, ``DONATE_PREFIX``. Drop this once
-#: componentize-py frees the copy itself (the host would then write into a
-#: block the runtime frees too).
-_DONATE = "\0"
-
 _BY_CASE = {
     _types.Error_Denied: CapDenied,
     _types.Error_NotFound: CapNotFound,
@@ -111,7 +99,7 @@ class Cap:
             # or memoryview made the guest trap.
             payload = bytes(payload)
         try:
-            return self._invoke(_DONATE + method, payload)
+            return self._invoke(method, payload)
         except Err as err:
             raise _translate(err) from None
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pylon import paths
-from pylon.build import download, manifest, toolchain, wit
+from pylon.build import download, manifest, toolchain, wasm_listfree, wit
 from pylon.errors import BuildError
 
 #: cbor2 for the guest. 5.6.x is the last line with a pure-Python
@@ -208,7 +208,8 @@ def build_guest(*, embed: Iterable[str] | None = None, force: bool = False,
     if embed and variant is not None:
         raise BuildError("a guest variant cannot embed caps")
     root = paths.SOURCE_ROOT
-    items: list[Path] = [root / "guest", root / "wit", wit.wasi_wit_dir()]
+    items: list[Path] = [root / "guest", root / "wit", wit.wasi_wit_dir(),
+                         root / "python" / "pylon" / "build" / "wasm_listfree.py"]
     extra = f"{_componentize_version()}|{CBOR2.pypi}|{CBOR2.sha256}|embed={','.join(embed)}"
     if embed:
         faces = manifest.embeddable()
@@ -257,6 +258,14 @@ def build_guest(*, embed: Iterable[str] | None = None, force: bool = False,
              app, "-o", str(bare)],
             what="componentize-py (guest)",
         )
+        # componentize-py 0.25.1 never frees its copy of a `bytes` lowered to
+        # list<u8>: pylon/build/wasm_listfree.py. Checked against the version,
+        # since a componentize-py that frees the copy itself would then free it twice.
+        if _componentize_version() != wasm_listfree.FOR_COMPONENTIZE_PY:
+            raise BuildError(f"{_componentize_version()}: pylon/build/wasm_listfree.py is written for "
+                             f"{wasm_listfree.FOR_COMPONENTIZE_PY}; check whether its maybe_pop_list "
+                             "still leaks, then update or drop the pass")
+        bare.write_bytes(wasm_listfree.free_lowered_bytes(bare.read_bytes()))
         tmp_out = work / "pylon.wasm"
         if embed:
             _plug(bare, embed, tmp_out)

@@ -116,15 +116,9 @@ try:
     from pylon_guest.dynlink import _translate as _tr
     _raw = _cap._invoke
     _RawErr = _Err
-    # What Cap.invoke puts before a method name, if anything (the guest's
-    # request-buffer donation, pylon_guest.dynlink._DONATE): calling the
-    # import directly, the proxy must send the same. Prefixed once, here.
-    from pylon_guest import dynlink as _dynlink
-    _D = getattr(_dynlink, "_DONATE", "")
 except (ImportError, AttributeError):
     _raw = _cap.invoke
     _tr = None
-    _D = ""  # cap.invoke adds whatever it needs itself
 
     class _RawErr(Exception):  # type: ignore[no-redef]
         """Never raised: cap.invoke raises its errors itself."""
@@ -424,12 +418,12 @@ class _Gen:
         self.methods: dict[str, str] = {}  # method -> its module constant
 
     def method_const(self, method: str) -> str:
-        """A module constant holding the name ``method`` is sent as (``_D`` +
-        method), so a call does not build it."""
+        """A module constant holding the name ``method`` is sent as, so a call
+        does not build it."""
         name = self.methods.get(method)
         if name is None:
             name = self.methods[method] = self.fresh("_M")
-            self.helpers.append(f"{name} = _D + {method!r}")
+            self.helpers.append(f"{name} = {method!r}")
         return name
 
     def fresh(self, prefix: str) -> str:
@@ -812,7 +806,7 @@ class _Gen:
                  "",
                  "    ``close()`` (unless the WIT has its own ``close``) and ``with`` drop it;",
                  '    so does garbage collection."""', "",
-                 "    __slots__ = ()", f"    _drop = _D + {('[drop]' + r.name)!r}", ""]
+                 "    __slots__ = ()", f"    _drop = {('[drop]' + r.name)!r}", ""]
         if not any(f.kind == "constructor" for f in funcs):
             lines += ["    def __init__(self) -> None:",
                       f"        raise TypeError('{r.name} has no constructor')", ""]
