@@ -15,7 +15,7 @@ from pylon.cli.entry import PlainRun, parse_plain_run
 def test_plain_arguments_are_parsed_like_the_typer_command() -> None:
     run = parse_plain_run(["--plan", "p.json", "--env", "A=1=2", "--dir", "d:rw", "--timeout", "1.5",
                            "--memory-mb=64", "s.py", "-c", "--env", "x"])
-    assert run == PlainRun(plan=Path("p.json"), env={"A": "1=2"}, dirs=["d:rw"], timeout=1.5, memory_mb=64,
+    assert run == PlainRun(plan="p.json", env={"A": "1=2"}, dirs=["d:rw"], timeout=1.5, memory_mb=64,
                            script="s.py", args=["-c", "--env", "x"])
     # With -c every positional is an argument, as with python -c.
     assert parse_plain_run(["-c", "print(1)", "a", "b"]) == PlainRun(code="print(1)", args=["a", "b"])

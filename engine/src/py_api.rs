@@ -331,9 +331,12 @@ impl Engine {
     /// `stdio_fds`: the guest's stdin, stdout and stderr are (duplicates
     /// of) these open file descriptors instead of the process's own (the
     /// CLI's server runs a client's script on the client's streams).
+    /// `ahead`: start from an instance made ahead and make the next one
+    /// after (a process that runs again, like the CLI's server; a one-shot
+    /// process would make one for nothing).
     #[pyo3(signature = (path, digest, *, argv, env, cwd, preopens=Vec::new(), resolver=None,
                         report=None, timeout_ms=None, memory_bytes=None, max_instances=32,
-                        max_cap_memory_bytes=1 << 30, interrupt=None, stdio_fds=None))]
+                        max_cap_memory_bytes=1 << 30, interrupt=None, stdio_fds=None, ahead=false))]
     #[allow(clippy::too_many_arguments)]
     fn run_guest(
         &self,
@@ -352,6 +355,7 @@ impl Engine {
         max_cap_memory_bytes: u64,
         interrupt: Option<PyRef<'_, Interrupt>>,
         stdio_fds: Option<(i32, i32, i32)>,
+        ahead: bool,
     ) -> PyResult<i32> {
         let (stdin, stdout, stderr) = match stdio_fds {
             None => (InputMode::Default, OutputMode::Inherit, OutputMode::Inherit),
@@ -384,9 +388,30 @@ impl Engine {
                 false,
             ),
         };
-        py.detach(|| run_guest(&self.shared, &self.provider_linkers, &prepared, run))
-            .map(|(status, _)| status)
-            .map_err(engine_error)
+        if !ahead {
+            return py
+                .detach(|| run_guest(&self.shared, &self.provider_linkers, &prepared, run))
+                .map(|(status, _)| status)
+                .map_err(engine_error);
+        }
+        // As `Guest.run`: start from the instance made ahead, make the next
+        // one, and leave the teardown to the housekeeping thread.
+        let memory_bytes = run.setup.limits.memory_bytes;
+        let spare = prepared.take_spare(memory_bytes);
+        self.retirer.prewarm(
+            &self.shared,
+            &self.provider_linkers,
+            &prepared,
+            memory_bytes,
+        );
+        py.detach(|| {
+            let (mut live, status) =
+                LiveGuest::launch(&self.shared, &self.provider_linkers, &prepared, spare, run)?;
+            live.release_caps();
+            self.retirer.retire(live);
+            status
+        })
+        .map_err(engine_error)
     }
 
     /// Runs a wasi-preview1 core module's `_start`; returns its exit status.

@@ -191,12 +191,15 @@ class Engine:
         max_cap_memory_bytes: int = 1 << 30,
         interrupt: Interrupt | None = None,
         stdio_fds: tuple[int, int, int] | None = None,
+        ahead: bool = False,
     ) -> int:
         """Runs the guest once; returns its exit status.
 
         ``preopens`` are ``(host, guest, read_only)``. ``stdio_fds``: the
         guest's stdin, stdout and stderr are duplicates of these open
-        descriptors instead of the process's own. The blob at ``path`` is
+        descriptors instead of the process's own. ``ahead``: start from an
+        instance made ahead and make the next one (for a process that runs
+        again). The blob at ``path`` is
         verified against ``digest`` before it is compiled. Raises
         ``GuestTimeout`` / ``GuestInterrupted`` when stopped, ``DigestMismatch``
         when the blob is not what ``digest`` names, ``EngineError`` otherwise.

@@ -220,7 +220,8 @@ def run(*, plan: Path | None = None, script: str | None = None, code: str | None
         dirs: Iterable[Preopen | str] = (), timeout_s: float | None = None,
         memory_mb: int | None = None, progress: ProgressFactory | None = None,
         store: BlobStore | None = None, report: Report | None = None,
-        interrupt: Interrupt | None = None, tmp_mb: int | None = None) -> int:
+        interrupt: Interrupt | None = None, tmp_mb: int | None = None,
+        stdio_fds: tuple[int, int, int] | None = None, ahead: bool = False) -> int:
     """Runs ``script`` (or ``code``) in the guest; returns its exit status.
 
     Args:
@@ -246,6 +247,12 @@ def run(*, plan: Path | None = None, script: str | None = None, code: str | None
         interrupt: set it from another thread to stop the guest.
         tmp_mb: size cap of the temporary folder, MiB; default the plan's
             ``guest.limits.tmp-mb`` (64).
+        stdio_fds: open descriptors for the guest's stdin, stdout and stderr
+            (default: this process's own; the CLI's server passes its
+            client's).
+        ahead: start from a guest instance the engine made ahead, and have
+            it make the next (for a process that runs again: the CLI's
+            server; a one-shot process would make one for nothing).
 
     Raises:
         GuestTimeout, GuestInterrupted: the guest was stopped.
@@ -302,7 +309,8 @@ def run(*, plan: Path | None = None, script: str | None = None, code: str | None
                     preopens=opened, resolver=resolver, report=report,
                     timeout_ms=limit_ms,
                     memory_bytes=memory_mb * MIB, max_instances=max_instances,
-                    max_cap_memory_bytes=max_cap_memory_bytes, interrupt=stop,
+                    max_cap_memory_bytes=max_cap_memory_bytes, interrupt=stop, stdio_fds=stdio_fds,
+                    ahead=ahead,
                 )
             return run_stoppable(call, timeout_s=timeout_s, interrupt=stop_flag)
 

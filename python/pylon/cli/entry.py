@@ -13,18 +13,19 @@ message and exit status. Both paths render errors the same way
 
 from __future__ import annotations
 
-import math
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
 
+# Not `from typing import ...`: this module is the console script, and each
+# import on the run path costs every `composectl run` (docs/benchmarks.md).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pylon.errors import GuestStopped
+    from collections.abc import Callable
 
-__all__ = ["main", "parse_plain_run", "stopped_status"]
+    from pylon.errors import GuestStopped
+    from pylon.runtime import ProgressFactory
+
+__all__ = ["main", "parse_plain_run", "run_plain", "stopped_status"]
 
 #: Exit status when a PylonError stops composectl (as :data:`pylon.cli.main.ERROR_EXIT`).
 _ERROR_EXIT = 2
@@ -32,19 +33,38 @@ _ERROR_EXIT = 2
 _VALUED = {"--plan", "-c", "--env", "--dir", "--profile", "--timeout", "--memory-mb", "--tmp-mb"}
 
 
-@dataclass
 class PlainRun:
-    """A ``composectl run`` whose arguments need no help from typer."""
+    """A ``composectl run`` whose arguments need no help from typer.
 
-    plan: Path | None = None
-    code: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    dirs: list[str] = field(default_factory=list)
-    timeout: float | None = None
-    memory_mb: int | None = None
-    tmp_mb: int | None = None
-    script: str | None = None
-    args: list[str] = field(default_factory=list)
+    A plain class, not a dataclass: importing :mod:`dataclasses` (and the
+    :mod:`inspect` it pulls in) would cost the run path ~15 ms.
+    """
+
+    __slots__ = ("plan", "code", "env", "dirs", "timeout", "memory_mb", "tmp_mb", "script", "args")
+
+    def __init__(self, *, plan: str | None = None, code: str | None = None, env: dict[str, str] | None = None,
+                 dirs: list[str] | None = None, timeout: float | None = None, memory_mb: int | None = None,
+                 tmp_mb: int | None = None, script: str | None = None, args: list[str] | None = None):
+        self.plan = plan
+        self.code = code
+        self.env = env if env is not None else {}
+        self.dirs = dirs if dirs is not None else []
+        self.timeout = timeout
+        self.memory_mb = memory_mb
+        self.tmp_mb = tmp_mb
+        self.script = script
+        self.args = args if args is not None else []
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PlainRun) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass with eq
+
+    def __repr__(self) -> str:
+        return "PlainRun(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__) + ")"
 
 
 def parse_plain_run(argv: list[str]) -> PlainRun | None:
@@ -85,9 +105,9 @@ def parse_plain_run(argv: list[str]) -> PlainRun | None:
 def _apply(run: PlainRun, name: str, value: str) -> bool:
     """Stores one option; False when typer would have something to say about it."""
     if name == "--plan":
-        if Path(value).is_dir():
+        if os.path.isdir(value):
             return False
-        run.plan = Path(value)
+        run.plan = value
     elif name == "-c":
         run.code = value
     elif name == "--env":
@@ -104,7 +124,8 @@ def _apply(run: PlainRun, name: str, value: str) -> bool:
             run.timeout = float(value)
         except ValueError:
             return False
-        return math.isfinite(run.timeout) and run.timeout >= 0.001
+        # Not NaN (which fails every comparison) nor infinite.
+        return 0.001 <= run.timeout < float("inf")
     elif name == "--memory-mb":
         if not (value.isascii() and value.isdigit()):
             return False
@@ -118,25 +139,28 @@ def _apply(run: PlainRun, name: str, value: str) -> bool:
     return True
 
 
+def error_line(message: str, *, color: bool) -> str:
+    """``error: <message>`` as the full CLI renders it: plain text is what rich
+    prints to a pipe, and a terminal gets the same bold red."""
+    return f"\x1b[1;31merror: \x1b[0m{message}\n" if color else f"error: {message}\n"
+
+
 def _error(message: str) -> None:
-    # The full CLI renders this with rich; plain text is what rich prints to a
-    # pipe, and a terminal gets the same bold red.
-    if sys.stderr.isatty() and "NO_COLOR" not in os.environ:
-        sys.stderr.write(f"\x1b[1;31merror: \x1b[0m{message}\n")
-    else:
-        sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(error_line(message, color=sys.stderr.isatty() and "NO_COLOR" not in os.environ))
     sys.stderr.flush()
 
 
-def stopped_status(exc: GuestStopped, render: Callable[[str], None]) -> int:
+def stopped_status(exc: GuestStopped, render: Callable[[str], None], *, exit_if_abandoned: bool = True) -> int:
     """Says why the guest stopped; the exit status a shell would give (124 timeout, 130 Ctrl-C,
     153 temporary folder full).
 
     A guest blocked in a host call cannot be unwound: then the process ends
-    here (after flushing), instead of waiting for its thread.
+    here (after flushing), instead of waiting for its thread (unless
+    ``exit_if_abandoned`` is false: the server, which serves others, leaves
+    the thread behind instead).
     """
     render(str(exc))
-    if exc.abandoned:
+    if exc.abandoned and exit_if_abandoned:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -146,29 +170,50 @@ def stopped_status(exc: GuestStopped, render: Callable[[str], None]) -> int:
     return exc.exit_status
 
 
-def _run_plain(run: PlainRun) -> int:
+def run_plain(run: PlainRun, *, render: Callable[[str], None] = _error,
+              report: Callable[[str], None] | None = None, with_progress: bool = True,
+              stdio_fds: tuple[int, int, int] | None = None, interrupt: object = None,
+              exit_if_abandoned: bool = True, ahead: bool = False) -> int:
+    """Runs a plain ``composectl run``; its exit status.
+
+    In-process by default. The CLI's server (:mod:`pylon.server`) passes the
+    client's streams (``stdio_fds``), a renderer and reporter writing to the
+    client's stderr, the stop flag the client's Ctrl-C sets, and ``ahead``
+    (instances made ahead: it runs again).
+    """
     from pylon.errors import GuestStopped, PylonError
 
     try:
         from pylon import runtime
     except ImportError as exc:
-        _error(f"the Pylon runtime is unavailable: {exc}")
+        render(f"the Pylon runtime is unavailable: {exc}")
         return _ERROR_EXIT
-    from pylon.cli.progress import fetch_progress
+    from pathlib import Path
+
+    progress = _fetch_progress() if with_progress else None
 
     try:
-        return int(runtime.run(plan=run.plan, script=run.script, code=run.code, args=run.args,
-                               env=run.env, dirs=run.dirs, timeout_s=run.timeout,
-                               memory_mb=run.memory_mb, tmp_mb=run.tmp_mb, progress=fetch_progress) or 0)
+        return int(runtime.run(plan=Path(run.plan) if run.plan is not None else None, script=run.script,
+                               code=run.code, args=run.args, env=run.env, dirs=run.dirs,
+                               timeout_s=run.timeout, memory_mb=run.memory_mb, tmp_mb=run.tmp_mb,
+                               progress=progress, report=report, stdio_fds=stdio_fds,
+                               interrupt=interrupt, ahead=ahead) or 0)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         # Ctrl-C before the guest ran (loading the plan, fetching): as the
         # typer app does, exit 130 without a traceback.
         return 130
     except GuestStopped as exc:
-        return stopped_status(exc, _error)
+        return stopped_status(exc, render, exit_if_abandoned=exit_if_abandoned)
     except PylonError as exc:
-        _error(str(exc))
+        render(str(exc))
         return _ERROR_EXIT
+
+
+def _fetch_progress() -> ProgressFactory:
+    """The rich progress bar for fetches (imported only when a run may fetch)."""
+    from pylon.cli.progress import fetch_progress
+
+    return fetch_progress
 
 
 def main() -> None:
@@ -176,7 +221,12 @@ def main() -> None:
     if sys.argv[1:2] == ["run"]:
         plain = parse_plain_run(sys.argv[2:])
         if plain is not None:
-            sys.exit(_run_plain(plain))
+            # A running `composectl server` runs it with the guest already
+            # loaded (pylon.cli.server_client); else it runs here.
+            from pylon.cli.server_client import run_on_server
+
+            served = run_on_server(sys.argv[2:])
+            sys.exit(served if served is not None else run_plain(plain))
     from pylon.cli.main import main as full_cli
 
     full_cli()

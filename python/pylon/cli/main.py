@@ -52,6 +52,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "key": ("pylon.cli.key_cmd", "group"),
     "sign": ("pylon.cli.sign_cmd", "register"),
     "bench": ("pylon.cli.bench_cmd", "register"),
+    "server": ("pylon.cli.server_cmd", "group"),
 }
 
 
