@@ -703,8 +703,8 @@ def report(res: dict, cli: dict) -> None:
     print(f"   whole process, ms (median / best of {cli['python_pass']['n']}, interleaved; bytecode cached):")
     names = {"python_pass": "python -c pass (pylon venv, 3.11)",
              "composectl_run": "composectl run examples/hello.py (warm, in-process)",
-             "composectl_served": "composectl run examples/hello.py (served: composectl server)",
              "composectl_run_no_pyc": "  the same, PYTHONDONTWRITEBYTECODE as set here",
+             "composectl_served": "composectl run examples/hello.py (served: composectl server)",
              "cli_imports": "python -c 'import pylon.cli.entry, pylon.runtime'",
              "eryx_python_pass": "python -c pass (eryx venv, 3.12)",
              "eryx_run": "eryx examples/hello.py"}
