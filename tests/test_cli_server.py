@@ -118,6 +118,48 @@ def test_a_folder_others_could_use_is_not_trusted(served: Served) -> None:
     assert served.runs() == before
 
 
+def _raw(served: Served, message: bytes, fds: list[int] | None = None) -> bytes:
+    """Sends ``message`` as a client would (with ``fds``), returns what the server answers."""
+    import socket
+
+    fd = server_wire.open_private_dir(str(served.folder))
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(20)
+            sock.connect(server_wire.via_fd(fd, server_wire.SOCKET_NAME))
+            if fds is None:
+                sock.sendall(message)
+            else:
+                sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                          b"".join(f.to_bytes(4, sys.byteorder) for f in fds))])
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(256):
+                answer += chunk
+            return answer
+    finally:
+        os.close(fd)
+
+
+def test_malformed_requests_are_refused_and_the_server_keeps_serving(served: Served) -> None:
+    run = [server_wire.PROTOCOL, b"run", server_wire.code_stamp(), server_wire.env_stamp(), os.fsencode(REPO),
+           b"-c", b"print(1)"]
+    with open(os.devnull, "rb") as null:
+        cases = {
+            b"garbage": (b"\xff" * 100, None),
+            b"short": (b"\x00\x00", None),
+            b"too large": ((1 << 30).to_bytes(4, "big") + b"x", None),
+            b"another protocol": (server_wire.frame([b"other/9", b"run"]), None),
+            b"an unknown command": (server_wire.frame([server_wire.PROTOCOL, b"format-disk"]), None),
+            b"a run without descriptors": (server_wire.frame(run), None),
+            b"a run with one descriptor": (server_wire.frame(run), [null.fileno()]),
+        }
+        for what, (message, fds) in cases.items():
+            answer = _raw(served, message, fds)
+            assert not answer.startswith(b"status"), (what, answer)
+    assert served.composectl("run", "-c", "print(3)").stdout == "3\n"
+
+
 def test_stop_and_status(pylon: Pylon, tmp_path: Path) -> None:
     folder = tmp_path / "srv"
     s = Served(pylon, folder)

@@ -235,7 +235,8 @@ def _watch_client(conn: socket.socket, stop: Interrupt) -> None:
 
 
 def _read_request(conn: socket.socket) -> tuple[list[bytes], list[int]]:
-    """The request's fields and the descriptors that came with it (ours to close)."""
+    """The request's fields and the descriptors that came with it (ours to close;
+    closed here if the request cannot be read)."""
     conn.settimeout(10.0)  # a client that connects and says nothing does not hold a thread
     fds: list[int] = []
     data, ancillary, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(4 * 3), socket.MSG_CMSG_CLOEXEC)
@@ -243,19 +244,29 @@ def _read_request(conn: socket.socket) -> tuple[list[bytes], list[int]]:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             usable = len(payload) - len(payload) % 4
             fds.extend(int.from_bytes(payload[i:i + 4], sys.byteorder, signed=True) for i in range(0, usable, 4))
+    try:
+        return _read_fields(conn, data), fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _read_fields(conn: socket.socket, data: bytes) -> list[bytes]:
+    """The NUL-separated fields of a request whose first bytes are ``data``."""
     if len(data) < 4:
-        return [], fds
+        return []
     size = int.from_bytes(data[:4], "big")
     if size > wire.MAX_REQUEST:
-        return [], fds
+        return []
     body = bytearray(data[4:])
     while len(body) < size:
         chunk = conn.recv(min(1 << 20, size - len(body)))
         if not chunk:
-            return [], fds
+            return []
         body += chunk
     conn.settimeout(None)
-    return bytes(body[:size]).split(b"\0"), fds
+    return bytes(body[:size]).split(b"\0")
 
 
 def _reply(conn: socket.socket, line: str) -> None:
