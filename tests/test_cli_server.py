@@ -62,6 +62,8 @@ CASES = {
     "a bad option value": (["run", "--dir", "/nonexistent-folder", "-c", "pass"], None),
     "a script by relative path": (["run", "examples/hello.py", "x"], None),
     "stdlib imports": (["run", "-c", "import json, decimal; print(json.dumps(str(decimal.Decimal(1) / 7)))"], None),
+    "a folder by relative path": (["run", "--dir", "examples", "-c",
+                                   f"import os; print('hello.py' in os.listdir({str(REPO / 'examples')!r}))"], None),
 }
 
 
@@ -74,6 +76,23 @@ def test_a_served_run_is_an_in_process_run(served: Served, case: str) -> None:
     here = served.composectl(*args, stdin=stdin, env={**served.env, "PYLON_SERVER": "0"})
     assert served.runs() == before + 1
     assert (there.returncode, there.stdout, there.stderr) == (here.returncode, here.stdout, here.stderr)
+
+
+def test_clients_at_once_each_run_in_their_own_folder(served: Served, tmp_path: Path) -> None:
+    # Each connection's thread has its own working folder: relative paths
+    # resolve against each client's own, even while they run together.
+    clients = []
+    before = served.runs()
+    for i in range(4):
+        folder = tmp_path / f"c{i}"
+        folder.mkdir()
+        (folder / "who.py").write_text(f"import time\ntime.sleep(0.3)\nprint({i})\n")
+        clients.append(subprocess.Popen([*CLIENT, "run", "who.py"], env=served.env, cwd=folder,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [c.communicate(timeout=60) for c in clients]
+    assert [(c.returncode, out) for c, (out, _err) in zip(clients, outputs, strict=True)] == \
+        [(0, f"{i}\n") for i in range(4)]
+    assert served.runs() == before + 4
 
 
 def test_ctrl_c_stops_the_served_guest(served: Served) -> None:

@@ -172,18 +172,17 @@ class Server:
                 _reply(conn, "fallback the server is busy")
                 return
             self._active += 1
+        status: int | None = None
         try:
             status = self._run_as_client(conn, os.fsdecode(cwd), [os.fsdecode(a) for a in args],
                                          (fds[0], fds[1], fds[2]))
-            if status is None:
-                _reply(conn, "fallback cannot run from that folder")
-            else:
-                _reply(conn, f"status {status}")
         finally:
+            # Counted before the client hears back, so its next `status` sees it.
             with self._lock:
                 self._active -= 1
-                self._served += 1
+                self._served += status is not None
                 self._last_seen = time.monotonic()
+        _reply(conn, "fallback cannot run from that folder" if status is None else f"status {status}")
 
     def _run_as_client(self, conn: socket.socket, cwd: str, args: list[str],
                        stdio: tuple[int, int, int]) -> int | None:
