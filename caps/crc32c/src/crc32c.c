@@ -1,14 +1,17 @@
-/* Table-driven CRC-32C, slicing-by-8.
+/* Table-driven CRC-32C, slicing-by-16.
  *
- * Why slicing-by-8 and not the byte-at-a-time table: wasm has no CRC32
- * instruction, and eight table lookups per 8-byte word is what gets a
- * portable build to ~1 GB/s. The tables are computed once, lazily, so the
- * object needs no constructor support from the target. */
+ * Why tables: wasm has no CRC32 instruction (and no carry-less multiply),
+ * so one table lookup per byte, sixteen independent ones per 16-byte round,
+ * is the portable way. Sixteen rather than eight: measured in wasm under
+ * our engine (a 16 MiB buffer, best of 7), 2.05-2.35 GB/s against
+ * 1.70-1.83 GB/s for slicing-by-8, with or without SIMD128; the tables take
+ * 16 KiB. The tables are computed once, lazily, so the object needs no
+ * constructor support from the target. */
 #include "crc32c.h"
 
 #define POLY 0x82F63B78u
 
-static uint32_t table[8][256];
+static uint32_t table[16][256];
 static int table_ready;
 
 static void build_tables(void) {
@@ -20,7 +23,7 @@ static void build_tables(void) {
     }
     for (uint32_t n = 0; n < 256; n++) {
         uint32_t c = table[0][n];
-        for (int t = 1; t < 8; t++) {
+        for (int t = 1; t < 16; t++) {
             c = table[0][c & 0xff] ^ (c >> 8);
             table[t][n] = c;
         }
@@ -37,12 +40,29 @@ uint32_t crc32c_update(uint32_t crc, const uint8_t *buf, size_t len) {
     if (!table_ready)
         build_tables();
     crc = ~crc;
-    /* Byte-wise until 8-byte aligned, then eight bytes per round. */
+    /* Byte-wise until 8-byte aligned, then sixteen bytes per round, then
+     * eight, then the rest byte-wise. */
     while (len && ((uintptr_t)buf & 7)) {
         crc = table[0][(crc ^ *buf++) & 0xff] ^ (crc >> 8);
         len--;
     }
-    while (len >= 8) {
+    while (len >= 16) {
+        uint32_t a = load_le32(buf) ^ crc;
+        uint32_t b = load_le32(buf + 4);
+        uint32_t c = load_le32(buf + 8);
+        uint32_t d = load_le32(buf + 12);
+        crc = table[15][a & 0xff] ^ table[14][(a >> 8) & 0xff] ^
+              table[13][(a >> 16) & 0xff] ^ table[12][a >> 24] ^
+              table[11][b & 0xff] ^ table[10][(b >> 8) & 0xff] ^
+              table[9][(b >> 16) & 0xff] ^ table[8][b >> 24] ^
+              table[7][c & 0xff] ^ table[6][(c >> 8) & 0xff] ^
+              table[5][(c >> 16) & 0xff] ^ table[4][c >> 24] ^
+              table[3][d & 0xff] ^ table[2][(d >> 8) & 0xff] ^
+              table[1][(d >> 16) & 0xff] ^ table[0][d >> 24];
+        buf += 16;
+        len -= 16;
+    }
+    if (len >= 8) {
         uint32_t lo = load_le32(buf) ^ crc;
         uint32_t hi = load_le32(buf + 4);
         crc = table[7][lo & 0xff] ^ table[6][(lo >> 8) & 0xff] ^
