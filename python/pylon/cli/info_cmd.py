@@ -64,8 +64,11 @@ def _embeddable_caps() -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
     """Everything ``info`` shows, as plain data."""
+    from pathlib import Path
+
     from pylon import paths, stock
     from pylon.build import download
+    from pylon.cli import server_wire
 
     places = {
         "default plan": stock.default_plan_path(),
@@ -79,6 +82,7 @@ def collect() -> dict[str, Any]:
         "downloads": download.downloads_root(),
         "config root": paths.config_root(),
         "cache root": paths.cache_root(),
+        "server folder": Path(server_wire.server_dir()),
         "source root": paths.SOURCE_ROOT,
     }
     return {
