@@ -80,23 +80,7 @@ def _converse(sock: Socket, run_args: list[str]) -> int | None:
             sock.sendall(message[sent:])
     except OSError:
         return None  # a closed stdio descriptor, a server gone: run it here
-    reply = b""
-    while not reply.endswith(b"\n"):
-        try:
-            chunk = sock.recv(256)
-        except KeyboardInterrupt:
-            # Ctrl-C: the guest stops there; its status (130) comes back here.
-            try:
-                sock.sendall(wire.INTERRUPT)
-            except OSError:
-                pass
-            continue
-        except OSError:
-            chunk = b""
-        if not chunk:
-            break
-        reply += chunk
-    kind, _, value = reply.decode("ascii", "replace").strip().partition(" ")
+    kind, _, value = _read_line(sock, forward_ctrl_c=True).partition(" ")
     if kind == "status" and value.lstrip("-").isdigit():
         return int(value)
     if kind == "fallback":
@@ -113,14 +97,32 @@ def ask_server(command: bytes) -> str | None:
         return None
     try:
         sock.sendall(wire.frame([wire.PROTOCOL, command]))
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(256)
-            if not chunk:
-                break
-            reply += chunk
-        return reply.decode("ascii", "replace").strip() or None
+        return _read_line(sock) or None
     except OSError:
-        return None
+        return None  # the server went away meanwhile
     finally:
         sock.close()
+
+
+def _read_line(sock: Socket, *, forward_ctrl_c: bool = False) -> str:
+    """The server's one-line reply ("" if it closed without one). With
+    ``forward_ctrl_c``, each Ctrl-C meanwhile is sent on to stop the guest
+    there (its status, 130, then comes back as the reply)."""
+    reply = b""
+    while not reply.endswith(b"\n"):
+        try:
+            chunk = sock.recv(256)
+        except KeyboardInterrupt:
+            if not forward_ctrl_c:
+                raise
+            try:
+                sock.sendall(wire.INTERRUPT)
+            except OSError:
+                pass
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        reply += chunk
+    return reply.decode("ascii", "replace").strip()
