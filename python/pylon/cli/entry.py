@@ -22,6 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from pylon.engine import Interrupt
     from pylon.errors import GuestStopped
     from pylon.runtime import ProgressFactory
 
@@ -172,7 +173,7 @@ def stopped_status(exc: GuestStopped, render: Callable[[str], None], *, exit_if_
 
 def run_plain(run: PlainRun, *, render: Callable[[str], None] = _error,
               report: Callable[[str], None] | None = None, with_progress: bool = True,
-              stdio_fds: tuple[int, int, int] | None = None, interrupt: object = None,
+              stdio_fds: tuple[int, int, int] | None = None, interrupt: Interrupt | None = None,
               exit_if_abandoned: bool = True, ahead: bool = False) -> int:
     """Runs a plain ``composectl run``; its exit status.
 
@@ -197,7 +198,7 @@ def run_plain(run: PlainRun, *, render: Callable[[str], None] = _error,
                                code=run.code, args=run.args, env=run.env, dirs=run.dirs,
                                timeout_s=run.timeout, memory_mb=run.memory_mb, tmp_mb=run.tmp_mb,
                                progress=progress, report=report, stdio_fds=stdio_fds,
-                               interrupt=interrupt, ahead=ahead) or 0)  # type: ignore[arg-type]
+                               interrupt=interrupt, ahead=ahead) or 0)
     except KeyboardInterrupt:
         # Ctrl-C before the guest ran (loading the plan, fetching): as the
         # typer app does, exit 130 without a traceback.
