@@ -78,6 +78,21 @@ pub struct Engine {
 
 impl Engine {
     /// The linked guest for `digest` (verified or authenticated on first use).
+    /// Starts an instance of `prepared` for `run`: the spare made ahead when
+    /// there is one, and has the next one made ahead meanwhile (for a caller
+    /// that runs again: `Guest.run`, `run_guest(ahead=True)`).
+    fn launch_ahead(
+        &self,
+        prepared: &Arc<PreparedGuest>,
+        run: GuestRun,
+    ) -> wasmtime::Result<(LiveGuest, wasmtime::Result<i32>)> {
+        let memory_bytes = run.setup.limits.memory_bytes;
+        let spare = prepared.take_spare(memory_bytes);
+        self.retirer
+            .prewarm(&self.shared, &self.provider_linkers, prepared, memory_bytes);
+        LiveGuest::launch(&self.shared, &self.provider_linkers, prepared, spare, run)
+    }
+
     fn prepare(
         &self,
         path: &std::path::Path,
@@ -396,17 +411,8 @@ impl Engine {
         }
         // As `Guest.run`: start from the instance made ahead, make the next
         // one, and leave the teardown to the housekeeping thread.
-        let memory_bytes = run.setup.limits.memory_bytes;
-        let spare = prepared.take_spare(memory_bytes);
-        self.retirer.prewarm(
-            &self.shared,
-            &self.provider_linkers,
-            &prepared,
-            memory_bytes,
-        );
         py.detach(|| {
-            let (mut live, status) =
-                LiveGuest::launch(&self.shared, &self.provider_linkers, &prepared, spare, run)?;
+            let (mut live, status) = self.launch_ahead(&prepared, run)?;
             live.release_caps();
             self.retirer.retire(live);
             status
@@ -708,22 +714,7 @@ impl Guest {
     /// one) and has the next one made ahead meanwhile: an embedding host
     /// runs again.
     fn launch(&self, run: GuestRun) -> wasmtime::Result<(LiveGuest, wasmtime::Result<i32>)> {
-        let engine = self.engine.get();
-        let memory_bytes = run.setup.limits.memory_bytes;
-        let spare = self.prepared.take_spare(memory_bytes);
-        engine.retirer.prewarm(
-            &engine.shared,
-            &engine.provider_linkers,
-            &self.prepared,
-            memory_bytes,
-        );
-        LiveGuest::launch(
-            &engine.shared,
-            &engine.provider_linkers,
-            &self.prepared,
-            spare,
-            run,
-        )
+        self.engine.get().launch_ahead(&self.prepared, run)
     }
 }
 
