@@ -26,6 +26,10 @@ registry_ok() {
 }
 registry_ok || missing+=(docker-registry)
 
+# GNU patch: applies the patches carried for pinned crates
+# (scripts/patch-crates.sh) and for vendored C ([vendor.*].patches in a cap.toml).
+command -v patch >/dev/null 2>&1 || missing+=(patch)
+
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -8,8 +8,12 @@ byte at a time.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
 import math
 import shutil
+import tarfile
 import time
 import uuid
 from pathlib import Path
@@ -242,6 +246,63 @@ def test_vendor_archive_must_match_its_pin(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(BuildError, match="has sha256 [0-9a-f]{64}, but the manifest pins 0000"):
         caps.fetch_vendor(wrong)
     assert list((tmp_path / "build").iterdir()) == []  # nothing half-unpacked left behind
+
+
+def _vendor_archive(tmp_path: Path) -> tuple[str, str]:
+    """A vendored archive (thing-1.0/lib.c) as a file:/// URL, and its sha256."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        body = b"int thing(void) { return 1; }\n"
+        info = tarfile.TarInfo("thing-1.0/lib.c")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    archive = tmp_path / "thing-1.0.tar.gz"
+    archive.write_bytes(buf.getvalue())
+    return archive.as_uri(), hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+PATCH = """Makes thing() return {n}.
+
+--- a/lib.c
++++ b/lib.c
+@@ -1 +1 @@
+-int thing(void) {{ return 1; }}
++int thing(void) {{ return {n}; }}
+"""
+
+
+def test_vendor_patches_are_applied_and_name_the_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYLON_CACHE_DIR", str(tmp_path / "cache"))
+    url, sha = _vendor_archive(tmp_path)
+    pristine = caps.Vendor("thing", None, sha, "thing-1.0", url=url)
+    assert (caps.fetch_vendor(pristine) / "lib.c").read_text() == "int thing(void) { return 1; }\n"
+    assert pristine.tree_key == sha
+    trees = {}
+    for n in (2, 3):
+        patch = tmp_path / f"return-{n}.patch"
+        patch.write_text(PATCH.format(n=n))
+        vendor = dataclasses.replace(pristine, patches=(patch,))
+        tree = caps.fetch_vendor(vendor)
+        assert (tree / "lib.c").read_text() == f"int thing(void) {{ return {n}; }}\n"
+        assert not list(tree.glob("*.orig")) and not list(tree.glob("*.rej"))
+        trees[n] = (tree, vendor.tree_key)
+    # Each patch its own tree and key, so a changed patch never reuses the
+    # old tree or the objects compiled from it; the pristine tree is untouched.
+    assert len({t for t, _ in trees.values()} | {caps.fetch_vendor(pristine)}) == 3
+    assert len({k for _, k in trees.values()} | {sha}) == 3
+    assert (caps.fetch_vendor(pristine) / "lib.c").read_text() == "int thing(void) { return 1; }\n"
+
+
+def test_a_vendor_patch_that_does_not_apply_is_a_build_error(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYLON_CACHE_DIR", str(tmp_path / "cache"))
+    url, sha = _vendor_archive(tmp_path)
+    stale = tmp_path / "stale.patch"
+    stale.write_text(PATCH.format(n=2).replace("return 1;", "return 7;"))  # made against another version
+    vendor = caps.Vendor("thing", None, sha, "thing-1.0", url=url, patches=(stale,))
+    with pytest.raises(BuildError, match=r"vendor thing: stale.patch does not apply to file:///.*thing-1.0.tar.gz"):
+        caps.fetch_vendor(vendor)
+    assert [p.name for p in (tmp_path / "cache" / "build").iterdir()] == []  # nothing half-made left behind
 
 
 ALLOC_FUZZ_C = r"""

@@ -283,7 +283,7 @@ def _vendored_objects(manifest: Manifest, vendors: dict[str, Path]) -> list[Path
     if not face.vendor_sources:
         return []
     flags = [*BASE_CFLAGS, *_ALLOC_DEFINES, *face.vendor_cflags]
-    pins = sorted({manifest.vendors[s[1:].partition("/")[0]].sha256 for s in face.vendor_sources})
+    pins = sorted({manifest.vendors[s[1:].partition("/")[0]].tree_key for s in face.vendor_sources})
     key = toolchain.source_hash([], extra=json.dumps([pins, face.vendor_sources, flags, _tool_versions()]))
     folder = toolchain.output_dir(f"vendor-obj-dynlink-{manifest.name}", key)
     objects = [folder / f"{i:02d}-{Path(s).stem}.o" for i, s in enumerate(face.vendor_sources)]

@@ -161,12 +161,12 @@ def _used_vendors(cap: Manifest, face: EmbeddedFace) -> list[str]:
 
 
 def _vendored_objects(cap: Manifest, face: EmbeddedFace, roots: dict[str, Path]) -> list[Path]:
-    """Compiled third-party objects, cached per (pinned sha256, source, flags):
+    """Compiled third-party objects, cached per (pinned sha256 with its patches, source, flags):
     SQLite's amalgamation alone takes ~40 s."""
     if not face.vendor_sources:
         return []
     flags = [*COMMON_CFLAGS, *face.vendor_cflags]
-    pins = sorted({cap.vendors[_vendor_of(s) or ""].sha256 for s in face.vendor_sources})
+    pins = sorted({cap.vendors[_vendor_of(s) or ""].tree_key for s in face.vendor_sources})
     key = toolchain.source_hash([], extra=json.dumps([pins, face.vendor_sources, flags]))
     folder = toolchain.output_dir(f"vendor-obj-{cap.name}", key)
     objects = [folder / f"{i:02d}-{Path(s).stem}.o" for i, s in enumerate(face.vendor_sources)]
@@ -249,7 +249,7 @@ def cache_key(cap: Manifest) -> str:
                     raise BuildError(f"{where}.{key}[{i}]: {rel!r} does not exist ({path})")
                 own.append(path)
     table = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(face).items()}
-    pins = {name: cap.vendors[name].sha256 for name in _used_vendors(cap, face)}
+    pins = {name: cap.vendors[name].tree_key for name in _used_vendors(cap, face)}
     return toolchain.source_hash(own, extra=json.dumps(
         [table, pins, COMMON_CFLAGS, ADAPTER_SHA256, toolchain.CARGO_TOOLS["wit-bindgen"]], sort_keys=True))
 

@@ -208,7 +208,7 @@ def load_manifest(cap_dir: Path) -> Manifest:
             raise BuildError(f"{file}: at {toml_path(('vendor', name))}: {name} is pinned once for every cap by "
                              f"the SDK ({SDK_MANIFEST.relative_to(paths.SOURCE_ROOT)}); remove this table, "
                              f"@{name}/... paths work without it")
-        vendors[name] = _vendor(file, name, table)
+        vendors[name] = _vendor(file, name, table, cap_dir)
     vendors = {**vendors, **sdk}
 
     source_root = paths.SOURCE_ROOT.resolve()
@@ -264,14 +264,22 @@ def load_manifest(cap_dir: Path) -> Manifest:
                     doc.get("static"), bench=bench, interface=interface)
 
 
-def _vendor(file: Path, name: str, table: dict[str, Any]) -> Vendor:
-    """One ``[vendor.<name>]`` table, already checked against the schema."""
+def _vendor(file: Path, name: str, table: dict[str, Any], base: Path) -> Vendor:
+    """One ``[vendor.<name>]`` table, already checked against the schema;
+    ``base`` is the folder its ``patches`` are relative to (the cap's)."""
     if ("pypi" in table) == ("url" in table):
         raise BuildError(f"{file}: at {toml_path(('vendor', name))}: give exactly one of pypi "
                          "(a registry source distribution) and url")
+    patches = []
+    for i, rel in enumerate(table.get("patches", ())):
+        where = f"{file}: at {toml_path(('vendor', name, 'patches', i))}"
+        patch = inside(base.resolve(), rel, where)
+        if not patch.is_file():
+            raise BuildError(f"{where}: {rel!r} does not exist")
+        patches.append(patch)
     return Vendor(name=name, pypi=table.get("pypi"), sha256=table["sha256"], root=table.get("root", ""),
                   url=table.get("url"), version=table.get("version", ""),
-                  cut_after=tuple(sorted(table.get("cut_after", {}).items())))
+                  cut_after=tuple(sorted(table.get("cut_after", {}).items())), patches=tuple(patches))
 
 
 def sdk_vendors() -> dict[str, Vendor]:
@@ -289,7 +297,7 @@ def sdk_vendors() -> dict[str, Vendor]:
                                 (SCHEMA.first_problem(table, definition="vendor"), ("vendor", name))):
             if problem is not None:
                 raise BuildError(problem_text(SDK_MANIFEST, problem, prefix))
-        vendors[name] = _vendor(SDK_MANIFEST, name, table)
+        vendors[name] = _vendor(SDK_MANIFEST, name, table, SDK_MANIFEST.parent)
     return vendors
 
 

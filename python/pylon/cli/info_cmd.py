@@ -58,7 +58,9 @@ def _embeddable_caps() -> dict[str, Any]:
     except PylonError as exc:
         return {"error": str(exc)}
     return {name: {"stock": bool(m.embedded and m.embedded.stock),
-                   "vendored": {v.name: v.version or v.source for key, v in m.vendors.items() if key not in sdk}}
+                   "vendored": {v.name: v.version or v.source for key, v in m.vendors.items() if key not in sdk},
+                   "vendor_patches": {v.name: [p.name for p in v.patches] for key, v in m.vendors.items()
+                                      if key not in sdk and v.patches}}
             for name, m in sorted(caps.items())}
 
 
@@ -116,7 +118,9 @@ def info(
     else:
         lines.append("embeddable caps (caps/*/cap.toml with [embedded]):")
         for name, cap in caps.items():
-            vendored = ", ".join(f"{lib} {version}" for lib, version in cap["vendored"].items())
+            patched = cap.get("vendor_patches", {})
+            vendored = ", ".join(f"{lib} {version}" + (f" (+{len(patched[lib])} patch)" if lib in patched else "")
+                                 for lib, version in cap["vendored"].items())
             stock_note = "" if cap["stock"] else " (not in the stock guest)"
             lines.append(f"  {name}{stock_note}" + (f": vendors {vendored}" if vendored else ""))
     typer.echo("\n".join(lines))
