@@ -51,6 +51,7 @@ def test_json_names_every_place_and_version(home: Path) -> None:
     assert data["stock_guest"] is None  # nothing set up in this home
     assert {"crc32c", "sqlite", "zstd"} <= set(data["embeddable_caps"])
     assert data["embeddable_caps"]["zstd"]["vendored"] == {"zstd": "1.5.7"}
+    assert data["embeddable_caps"]["zstd"]["vendor_patches"] == {"zstd": ["zstd-1.5.7-wasm32-bit-container.patch"]}
 
 
 def test_text_says_what_is_missing_and_how_to_fix_it(home: Path) -> None:

@@ -284,6 +284,80 @@ def test_level_is_clamped_like_the_embedded_face(z: types.ModuleType) -> None:
         assert zstandard.ZstdDecompressor().decompress(z.compress(b"abc" * 100, level)) == b"abc" * 100
 
 
+# -- the carried patch: 64-bit bit containers on wasm32 ---------------------------
+# caps/zstd/patches/ changes how often zstd's decoders refill their bitstreams
+# (docs/patches.md). Decoding is deterministic, so every frame must come out
+# exactly as zstandard (native, 64-bit) decodes it, whichever paths it takes:
+# each literal encoding, long offsets, long-distance matching.
+
+def test_the_bit_container_patch_is_applied() -> None:
+    vendor = load_manifest(CAP_DIR).vendors["zstd"]
+    assert [p.name for p in vendor.patches] == ["zstd-1.5.7-wasm32-bit-container.patch"]
+    assert vendor.edits and vendor.tree_key == f"{vendor.sha256}+{vendor.edits}"
+    source = (caps.fetch_vendor(vendor) / "zstd.c").read_text()
+    assert "typedef U64 BitContainerType;" in source and "BIT_CONTAINER_64" in source
+
+
+def _shapes() -> dict[str, bytes]:
+    rnd = random.Random(5)
+    text = sample(MiB, seed=11)
+    return {
+        "words": text,
+        "random": rnd.randbytes(MiB // 2),  # raw literals and blocks
+        "zeros": bytes(2 * MiB),  # RLE
+        "two letters": bytes(rnd.choice(b"ab") for _ in range(MiB // 2)),  # 1-bit Huffman codes
+        "skewed": bytes(min(255, int(rnd.expovariate(0.3))) for _ in range(MiB // 2)),
+        "mixed": b"".join(rnd.choice([rnd.randbytes(rnd.randrange(1, 300)), text[rnd.randrange(MiB):][:3000],
+                                      bytes(rnd.randrange(1, 900))]) for _ in range(1500)),
+        # A repeat 600 KiB back: offsets past a 32-bit container's single read.
+        "far repeats": (rnd.randbytes(600 << 10) + text[:300 << 10]) * 3,
+    }
+
+
+SHAPES = _shapes()
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("params", ["-5", "1", "3", "9", "19", "19 long"])
+def test_frames_of_every_shape_decode_as_zstandard_does(z: types.ModuleType, shape: str, params: str) -> None:
+    data = SHAPES[shape]
+    level = int(params.split()[0])
+    if params.endswith("long"):
+        cparams = zstandard.ZstdCompressionParameters.from_level(level, window_log=27, enable_ldm=True)
+        compressor = zstandard.ZstdCompressor(compression_params=cparams)
+    else:
+        compressor = zstandard.ZstdCompressor(level=level)
+    frame = compressor.compress(data)
+    assert z.decompress(frame, max_output=len(data)) == data
+    # And the patched encoder's frames read back natively.
+    assert zstandard.ZstdDecompressor().decompress(z.compress(data, level)) == data
+
+
+ORIGINALS = [sample(300_000, seed=4), SHAPES["mixed"][:400_000], SHAPES["skewed"][:200_000]]
+FRAMES = [zstandard.ZstdCompressor(level=level, write_checksum=True).compress(data)
+          for level, data in zip((3, 19, 1), ORIGINALS, strict=True)]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.integers(0, len(FRAMES) - 1),
+       flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=4))
+def test_damaged_frames_are_refused_cleanly(z: types.ModuleType, which: int, flips: list[tuple[float, int]]) -> None:
+    """A hostile frame may steer the decoder anywhere: the patched one must
+    refuse it as corrupt or too large (no trap, no hang, the instance fine) or,
+    where the damage changed nothing that matters, decode the original: the
+    frames carry checksums, so wrong output cannot pass. (Without checksums,
+    damaged Huffman streams decode to different garbage in different decoder
+    loops, native ones included, so there is no one right output to compare.)"""
+    frame = bytearray(FRAMES[which])
+    for at, xor in flips:
+        frame[6 + int(at * (len(frame) - 6))] ^= xor  # past the magic and header byte
+    try:
+        out = z.decompress(bytes(frame), max_output=4 * MiB)
+    except (z.CorruptFrameError, z.OutputTooLargeError):  # the latter: a damaged declared size
+        return
+    assert out == ORIGINALS[which]
+
+
 # -- corrupt input ----------------------------------------------------------------
 
 def test_corrupt_frames_raise_corrupt_frame_error(z: types.ModuleType) -> None:
