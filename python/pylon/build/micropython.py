@@ -26,7 +26,6 @@ keyed by every input (port, caps, pinned source, flags, this file).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -252,12 +251,7 @@ def build_micropython(caps: list[str], eh: str, out: Path | None = None, *, jobs
             raise
         toolchain.publish_dir(work, outdir)
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.copyfile(final, tmp)
-        os.replace(tmp, out)
-        return out
+        return toolchain.copy_output(final, Path(out))
     return final
 
 

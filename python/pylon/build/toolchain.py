@@ -12,6 +12,7 @@ Every tool runs through :func:`run`, which turns a failure into a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -172,3 +173,37 @@ def output_dir(what: str, key: str) -> Path:
     """
     paths.private_dir(paths.cache_root())
     return paths.build_root() / f"{what}-{key}"
+
+
+def copy_output(built: Path, out: Path) -> Path:
+    """Copies a built module to the user's ``-o`` path; returns ``out``.
+
+    Missing parent folders are made. The bytes go to a temporary file beside
+    ``out`` that replaces it in one rename, so a failed or interrupted copy
+    leaves whatever ``out`` was untouched and no partial file behind. A path
+    that cannot be written is a :class:`BuildError` saying why.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise BuildError(f"cannot write {out}: it is a folder; give a file name (for example {out / built.name})")
+    for parent in out.parents:  # the nearest that exists must be a folder
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise BuildError(f"cannot write {out}: {parent} is not a folder")
+            break
+    tmp: str | None = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+        with os.fdopen(fd, "wb") as dst, open(built, "rb") as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+        tmp = None
+    except OSError as exc:
+        raise BuildError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return out

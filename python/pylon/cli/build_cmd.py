@@ -3,7 +3,6 @@ profiles ``pylon.cli.setup_cmd.build_module`` builds."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +38,7 @@ def build(
     if not portable:
         setup_cmd.build_module(out=out, profile=profile, with_caps=with_caps, without_caps=without_caps, eh=eh)
         return
+    from pylon.build import toolchain
     from pylon.build.guest import choose_embedded
     from pylon.build.portable import build_portable
     from pylon.errors import BuildError
@@ -49,8 +49,7 @@ def build(
     result = build_portable(embed=choose_embedded(with_caps, without_caps))
     path = result.path
     if out is not None:
-        shutil.copyfile(path, out)
-        path = out
+        path = toolchain.copy_output(path, out)
     say(f"embedded caps: {', '.join(result.embedded) or 'none'}; routed caps: {', '.join(result.routed)}")
     say(f"built {path.name} ({path.stat().st_size / 2**20:.2f} MiB), imports only wasi:*")
     typer.echo(f"{result.digest} {path}")

@@ -33,7 +33,6 @@ def build_module(*, out: Path | None, profile: str, with_caps: list[str] | None,
 
     The body of ``composectl build`` (its options live in :mod:`pylon.cli.build_cmd`)."""
     import hashlib
-    import shutil
 
     from pylon.errors import BuildError
 
@@ -53,8 +52,9 @@ def build_module(*, out: Path | None, profile: str, with_caps: list[str] | None,
         embed = choose_embedded(with_caps, without_caps)
         path = build_guest(embed=embed).path
         if out is not None:
-            shutil.copyfile(path, out)
-            path = out
+            from pylon.build.toolchain import copy_output
+
+            path = copy_output(path, out)
         say(f"embedded caps: {', '.join(embed) or 'none (every cap by dynlink)'}")
     digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
     say(f"built {path.name} ({path.stat().st_size / 2**20:.2f} MiB)")
