@@ -40,7 +40,9 @@ ready; then the rounds alternate the two sides (A B, then B A) batch by batch:
   growth of ``VmRSS`` (and its parts ``RssAnon``, ``RssFile``, ``RssShmem``,
   and ``VmPTE``) from ``/proc/self/status`` over 16
   live sandboxes, each used once, then over 16 live sessions, each having
-  run ``x = 1``; divided by 16.
+  run ``x = 1``, then over 16 more whose first call was a full collection
+  (``gc.collect()``: what a long-lived session meets sooner or later);
+  divided by 16.
 * **CLI**: ``composectl run examples/hello.py`` (this venv's) vs
   ``python -c pass`` vs ``eryx examples/hello.py`` vs the eryx venv's
   ``python -c pass``, whole processes, interleaved, 2 warm-up rounds then 15.
@@ -93,6 +95,9 @@ WARMUP = 20
 HOSTCAP_RUNS, HOSTCAP_BATCHES = 3, 5
 RATE_ROUNDS, RATE_SECONDS = 3, 1.0
 RSS_K = 16
+#: A session's first call for the "collected" row of the RSS table: a full
+#: collection, which a long-lived session meets sooner or later.
+COLLECT = "import gc; gc.collect()"
 CLI_WARMUP, CLI_RUNS = 2, 15
 
 #: Issue 10's targets and a colleague's eryx figures (not re-measured: for reference).
@@ -347,6 +352,11 @@ class PylonSide:
         s.run("x = 1")
         return s
 
+    def live_session_collected(self):
+        s = self.pylon.Session(self.sb)
+        s.run(COLLECT)
+        return s
+
 
 class EryxSide:
     name = "eryx"
@@ -388,6 +398,11 @@ class EryxSide:
         s.execute("x = 1")
         return s
 
+    def live_session_collected(self):
+        s = self.eryx.Session()
+        s.execute(COLLECT)
+        return s
+
 
 def worker(side_name: str) -> int:
     # Replies go to the original stdout; anything else printed goes to stderr.
@@ -426,8 +441,11 @@ def worker(side_name: str) -> int:
             mid = _rss()
             keep += [side.live_session() for _ in range(k)]
             after = _rss()
+            keep += [side.live_session_collected() for _ in range(k)]
+            collected = _rss()
             reply = {key: {"sandbox": (mid[key] - before[key]) / k / 1024,
-                           "session": (after[key] - mid[key]) / k / 1024} for key in before}
+                           "session": (after[key] - mid[key]) / k / 1024,
+                           "collected": (collected[key] - after[key]) / k / 1024} for key in before}
             reply["base_mib"] = before["rss"] / 1024
         else:
             raise ValueError(op)
@@ -695,7 +713,7 @@ def report(res: dict, cli: dict) -> None:
     print(f"   RSS growth per live object, MiB ({RSS_K} of each, fresh worker; VmRSS = RssAnon + RssFile "
           f"+ RssShmem; VmPTE is page tables):")
     for side, x in res["rss"].items():
-        for what in ("sandbox", "session"):
+        for what in ("sandbox", "session", "collected"):
             print(f"     {side:<6}{what:<8} VmRSS {x['rss'][what]:6.2f}  (anon {x['anon'][what]:.2f}, file "
                   f"{x['file'][what]:.2f}, shmem {x['shmem'][what]:.2f}; VmPTE {x['pte'][what]:.2f})")
         print(f"     {side:<6}(the worker held {x['base_mib']:.0f} MiB before)")

@@ -73,3 +73,16 @@ class Run(exports.Run):
         # a POSIX shell sees it (sys.exit(-1) is 255). It does not return.
         _exit.exit_with_code(status & 0xFF)
         raise Err(None)  # a host whose exit-with-code returned: still a failure
+
+
+# Last, once everything above is in the heap the snapshot keeps: every
+# instance starts from those pages, shared copy-on-write. gc.freeze() moves
+# all of it to the permanent generation, so no collection at run time (a
+# guest's gc.collect(), or CPython's incremental collection of the old
+# generation, which runs with the young collections) walks those objects or
+# writes their headers: each such write copies a page of the shared image
+# into the instance (docs/benchmarks.md, "RSS per session").
+import gc  # noqa: E402
+
+gc.collect()
+gc.freeze()
