@@ -19,7 +19,7 @@ from pylon.errors import PylonError
 __all__ = ["app"]
 
 app = typer.Typer(help="Keep the guest loaded in a background server, so `composectl run` starts in "
-                       "milliseconds (docs/cli.md, \"The server\").", no_args_is_help=True)
+                       "milliseconds (docs/server.md).", no_args_is_help=True)
 
 #: How long `start` waits for the server to load the guest and listen (a
 #: first compile of the guest takes minutes on a small machine).
