@@ -66,6 +66,15 @@ def pylon(tmp_path_factory: pytest.TempPathFactory) -> Pylon:
     return p
 
 
+@pytest.fixture
+def home(pylon: Pylon, monkeypatch: pytest.MonkeyPatch) -> Pylon:
+    """This process uses the test's Pylon home (set up by the ``pylon`` fixture):
+    for ``pylon.Sandbox`` and the engine, which read it from the environment."""
+    for key in ("PYLON_BLOB_DIR", "PYLON_CONFIG_DIR", "PYLON_SOURCE_ROOT"):
+        monkeypatch.setenv(key, pylon.env[key])
+    return pylon
+
+
 @pytest.fixture(scope="session")
 def sqlite_dynlink_plan(pylon: Pylon, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A plan running a lean guest (no embedded sqlite) with the sqlite cap's

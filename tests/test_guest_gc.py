@@ -18,14 +18,6 @@ import pylon
 
 
 @pytest.fixture
-def home(pylon, monkeypatch):  # noqa: F811 - the conftest fixture of the same name
-    """This process uses the test's Pylon home (set up by the ``pylon`` fixture)."""
-    for key in ("PYLON_BLOB_DIR", "PYLON_CONFIG_DIR", "PYLON_SOURCE_ROOT"):
-        monkeypatch.setenv(key, pylon.env[key])
-    return pylon
-
-
-@pytest.fixture
 def sb(home):
     return pylon.Sandbox(timeout=60)
 

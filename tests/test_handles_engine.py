@@ -39,14 +39,6 @@ def probe_blob(pylon: Pylon, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 
 @pytest.fixture
-def home(pylon: Pylon, monkeypatch: pytest.MonkeyPatch) -> Pylon:
-    """This process uses the test's Pylon home (set up by the ``pylon`` fixture)."""
-    for key in ("PYLON_BLOB_DIR", "PYLON_CONFIG_DIR", "PYLON_SOURCE_ROOT"):
-        monkeypatch.setenv(key, pylon.env[key])
-    return pylon
-
-
-@pytest.fixture
 def make_plan(home: Pylon, probe_blob: tuple[str, str], tmp_path: Path) -> Callable[..., Path]:
     """A plan with the default caps and the probe, its limits as given."""
     def make(**limits: int) -> Path:

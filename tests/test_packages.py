@@ -72,14 +72,6 @@ def store(pylon) -> BlobStore:
     return BlobStore(Path(pylon.env["PYLON_BLOB_DIR"]))
 
 
-@pytest.fixture
-def home(pylon, monkeypatch):  # noqa: F811 - the conftest fixture of the same name
-    """This process uses the test's Pylon home (for pylon.Sandbox)."""
-    for key in ("PYLON_BLOB_DIR", "PYLON_CONFIG_DIR", "PYLON_SOURCE_ROOT"):
-        monkeypatch.setenv(key, pylon.env[key])
-    return pylon
-
-
 def _pins(plan: Path) -> dict[str, PackagePin]:
     return {p.name: p for p in Plan.load(plan).packages}
 
