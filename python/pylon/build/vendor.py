@@ -71,7 +71,8 @@ class Vendor:
     @property
     def tree_key(self) -> str:
         """What the unpacked tree is: the archive's sha256, plus its edits."""
-        return f"{self.sha256}+{self.edits}" if self.edits else self.sha256
+        edits = self.edits
+        return f"{self.sha256}+{edits}" if edits else self.sha256
 
     @property
     def source(self) -> str:

@@ -46,6 +46,10 @@ def _stock_guest() -> dict[str, Any] | None:
     return {"digest": digest, "sources": list(sources), "size": size}
 
 
+def _patch_note(n: int) -> str:
+    return f" (+{n} patch{'es' if n > 1 else ''})"
+
+
 def _embeddable_caps() -> dict[str, Any]:
     """The caps a guest can embed, from their manifests; an error as text
     rather than a failed ``info`` (a broken manifest is worth reporting too)."""
@@ -119,7 +123,7 @@ def info(
         lines.append("embeddable caps (caps/*/cap.toml with [embedded]):")
         for name, cap in caps.items():
             patched = cap.get("vendor_patches", {})
-            vendored = ", ".join(f"{lib} {version}" + (f" (+{len(patched[lib])} patch)" if lib in patched else "")
+            vendored = ", ".join(f"{lib} {version}" + (_patch_note(len(patched[lib])) if lib in patched else "")
                                  for lib, version in cap["vendored"].items())
             stock_note = "" if cap["stock"] else " (not in the stock guest)"
             lines.append(f"  {name}{stock_note}" + (f": vendors {vendored}" if vendored else ""))
