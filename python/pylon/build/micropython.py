@@ -251,7 +251,7 @@ def build_micropython(caps: list[str], eh: str, out: Path | None = None, *, jobs
             raise
         toolchain.publish_dir(work, outdir)
     if out is not None:
-        return toolchain.copy_output(final, Path(out))
+        return toolchain.copy_output(final, out)
     return final
 
 
