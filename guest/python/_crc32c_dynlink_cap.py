@@ -10,13 +10,12 @@ import cbor2
 from pylon_guest import dynlink
 
 _cap = dynlink.load("crc32c")
-_invoke = _cap.invoke
+_invoke = _cap.invoke  # takes any bytes-like payload
+_from_bytes = int.from_bytes
 
 
 def crc32c(data, crc: int = 0) -> int:
     """CRC-32C of ``data`` (bytes-like), continuing from ``crc``."""
     if crc:
-        reply = _invoke("crc32c-update", cbor2.dumps([crc, bytes(data)]))
-    else:
-        reply = _invoke("crc32c", data if isinstance(data, bytes) else bytes(data))
-    return int.from_bytes(reply, "little")
+        return _from_bytes(_invoke("crc32c-update", cbor2.dumps([crc, bytes(data)])), "little")
+    return _from_bytes(_invoke("crc32c", data), "little")

@@ -248,7 +248,8 @@ def cache_key(cap: Manifest) -> str:
                 if not path.exists():
                     raise BuildError(f"{where}.{key}[{i}]: {rel!r} does not exist ({path})")
                 own.append(path)
-    table = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(face).items()}
+    # Not the guest binding: it is built into the guest, not into this component.
+    table = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(face).items() if k != "binding"}
     pins = {name: cap.vendors[name].tree_key for name in _used_vendors(cap, face)}
     return toolchain.source_hash(own, extra=json.dumps(
         [table, pins, COMMON_CFLAGS, ADAPTER_SHA256, toolchain.CARGO_TOOLS["wit-bindgen"]], sort_keys=True))

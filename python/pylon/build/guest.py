@@ -32,6 +32,7 @@ from typing import Any
 
 from pylon import paths
 from pylon.build import download, manifest, toolchain, wasm_listfree, wit
+from pylon.build.guest_binding import build_dynlink_binding, build_guest_binding
 from pylon.errors import BuildError
 
 #: cbor2 for the guest. 5.6.x is the last line with a pure-Python
@@ -205,6 +206,10 @@ def build_guest(*, embed: Iterable[str] | None = None, force: bool = False,
         BuildError: a tool failed, or ``embed`` names a cap that cannot be embedded.
     """
     embed = check_embed((stock_embedded() if variant is None else ()) if embed is None else embed)
+    # C bindings (pylon/build/guest_binding.py): compose:dynlink's invoke in
+    # every guest, and below each embedded cap's, which imports its cap's
+    # interface and so goes on componentize-py's path only when embedded.
+    bindings: list[Path] = [build_dynlink_binding()]
     if embed and variant is not None:
         raise BuildError("a guest variant cannot embed caps")
     root = paths.SOURCE_ROOT
@@ -222,6 +227,9 @@ def build_guest(*, embed: Iterable[str] | None = None, force: bool = False,
         from pylon.build.embedded import build_embedded_cap
 
         items += [build_embedded_cap(cap) for cap in embed]
+        bindings += [build_guest_binding(faces[cap]) for cap in embed
+                     if faces[cap].embedded.binding is not None]  # type: ignore[union-attr]
+    items += bindings
     if variant is not None:
         items += [variant.wit_package, *variant.python_paths]
         extra += f"|{variant.world}|{variant.app}"
@@ -255,6 +263,7 @@ def build_guest(*, embed: Iterable[str] | None = None, force: bool = False,
         toolchain.run(
             [toolchain.componentize_py(), "-d", str(wit_dir), "-w", world, "componentize", *first_paths,
              "-p", str(root / "guest"), "-p", str(root / "guest" / "python"), "-p", str(deps),
+             *(arg for folder in bindings for arg in ("-p", str(folder))),
              app, "-o", str(bare)],
             what="componentize-py (guest)",
         )

@@ -67,6 +67,16 @@ class InterfaceDecl:
 
 
 @dataclass(frozen=True)
+class GuestBinding:
+    """``[embedded.binding]``: C compiled into a CPython extension module of
+    the guest that calls the embedded cap's typed import directly
+    (:mod:`pylon.build.guest_binding`)."""
+
+    module: str  # the extension module's name (``_crc32c_binding``)
+    sources: tuple[str, ...]  # C files in the cap's folder
+
+
+@dataclass(frozen=True)
 class EmbeddedFace:
     """``[embedded]``: the typed face a guest embeds with ``wac plug``."""
 
@@ -80,6 +90,7 @@ class EmbeddedFace:
     cflags: tuple[str, ...]
     vendor_sources: tuple[str, ...]
     vendor_cflags: tuple[str, ...]
+    binding: GuestBinding | None = None
 
     @property
     def import_name(self) -> str:
@@ -254,7 +265,8 @@ def load_manifest(cap_dir: Path) -> Manifest:
             wit=wit, world=t["world"], interface=t["interface"], guest_module=t["guest_module"],
             stock=t.get("stock", True), sources=tuple(t["sources"]),
             include_dirs=tuple(t.get("include_dirs", ())), cflags=tuple(t.get("cflags", ())),
-            vendor_sources=tuple(t.get("vendor_sources", ())), vendor_cflags=tuple(t.get("vendor_cflags", ())))
+            vendor_sources=tuple(t.get("vendor_sources", ())), vendor_cflags=tuple(t.get("vendor_cflags", ())),
+            binding=GuestBinding(t["binding"]["module"], tuple(t["binding"]["sources"])) if "binding" in t else None)
         if embedded.world.split("/")[0] != embedded.interface.split("/")[0]:
             raise BuildError(f"{file}: at [embedded].interface: {embedded.interface!r} is not in the package "
                              f"of world {embedded.world!r}")

@@ -1,0 +1,115 @@
+/* pylon_pyabi.h: the part of CPython's stable ABI a guest binding uses.
+ *
+ * A guest binding (`[embedded.binding]` in a cap.toml; docs/embedded.md,
+ * "A C binding in the guest") is a CPython extension module linked into
+ * pylon.wasm beside libpython. It calls the cap's typed import itself, so a
+ * call skips componentize-py's generic path (an argument list, an iterator,
+ * a Vec per call: ~1 us a call; docs/benchmarks.md).
+ *
+ * Why these declarations are written here and not taken from Python.h: the
+ * guest's CPython (3.14, wasm32-wasi, inside componentize-py) ships no
+ * headers, and a host's Python.h describes the host (its pyconfig.h says
+ * 64-bit longs and pointers). Everything below is in the stable ABI (abi3),
+ * whose layouts and signatures CPython promises not to change, and is
+ * written for wasm32, where Py_ssize_t, long and pointers are 32 bits.
+ * Add a declaration only from the stable ABI's list (Misc/stable_abi.toml in
+ * CPython's sources). */
+#ifndef PYLON_PYABI_H
+#define PYLON_PYABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#if !defined(__wasm32__)
+#error "pylon_pyabi.h describes the wasm32 guest's CPython only"
+#endif
+
+typedef ssize_t Py_ssize_t;
+typedef struct _object PyObject;
+
+/* PyObject_HEAD of a non-free-threaded 32-bit build: refcount, type. */
+typedef struct {
+    Py_ssize_t ob_refcnt;
+    void *ob_type;
+} PyObject_HEAD_T;
+
+/* METH_FASTCALL | METH_KEYWORDS: positional arguments in an array, keyword
+ * names in a tuple (NULL when there are none), values after the positional. */
+typedef PyObject *(*PyCFunctionFastWithKeywords)(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                                 PyObject *kwnames);
+#define METH_FASTCALL 0x0080
+#define METH_KEYWORDS 0x0002
+
+typedef struct {
+    const char *ml_name;
+    void *ml_meth; /* a function of the type the flags say */
+    int ml_flags;
+    const char *ml_doc;
+} PyMethodDef;
+
+typedef struct {
+    PyObject_HEAD_T ob_base;
+    PyObject *(*m_init)(void);
+    Py_ssize_t m_index;
+    PyObject *m_copy;
+} PyModuleDef_Base;
+
+typedef struct {
+    PyModuleDef_Base m_base;
+    const char *m_name;
+    const char *m_doc;
+    Py_ssize_t m_size;
+    PyMethodDef *m_methods;
+    void *m_slots;
+    void *m_traverse;
+    void *m_clear;
+    void *m_free;
+} PyModuleDef;
+
+#define PYLON_MODULEDEF_HEAD_INIT {{1, NULL}, NULL, 0, NULL}
+/* The abi3 API version PyModule_Create passes under Py_LIMITED_API. */
+#define PYLON_PYTHON_ABI_VERSION 3
+
+typedef struct {
+    void *buf;
+    PyObject *obj;
+    Py_ssize_t len;
+    Py_ssize_t itemsize;
+    int readonly;
+    int ndim;
+    char *format;
+    Py_ssize_t *shape;
+    Py_ssize_t *strides;
+    Py_ssize_t *suboffsets;
+    void *internal;
+} Py_buffer;
+#define PyBUF_SIMPLE 0
+
+PyObject *PyModule_Create2(PyModuleDef *def, int apiver);
+void Py_IncRef(PyObject *obj);
+void Py_DecRef(PyObject *obj);
+extern PyObject _Py_NoneStruct; /* Py_None */
+#define Py_None (&_Py_NoneStruct)
+int PyObject_GetBuffer(PyObject *obj, Py_buffer *view, int flags);
+void PyBuffer_Release(Py_buffer *view);
+PyObject *PyBytes_FromObject(PyObject *obj);
+long PyLong_AsLong(PyObject *obj);
+unsigned long PyLong_AsUnsignedLong(PyObject *obj);
+PyObject *PyLong_FromUnsignedLong(unsigned long v);
+PyObject *PyBytes_FromStringAndSize(const char *data, Py_ssize_t len);
+const char *PyUnicode_AsUTF8AndSize(PyObject *s, Py_ssize_t *len);
+PyObject *PyUnicode_DecodeUTF8(const char *data, Py_ssize_t len, const char *errors);
+Py_ssize_t PyTuple_Size(PyObject *tuple);
+PyObject *PyTuple_GetItem(PyObject *tuple, Py_ssize_t i);
+int PyUnicode_CompareWithASCIIString(PyObject *s, const char *ascii);
+PyObject *PyErr_Occurred(void);
+void PyErr_Clear(void);
+PyObject *PyErr_Format(PyObject *type, const char *format, ...);
+void PyErr_SetObject(PyObject *type, PyObject *value);
+extern PyObject *PyExc_TypeError;
+extern PyObject *PyExc_BufferError;
+extern PyObject *PyExc_RuntimeError;
+int PyErr_ExceptionMatches(PyObject *type);
+
+#endif

@@ -1,0 +1,77 @@
+/* crc32c's guest binding: `_crc32c_binding.crc32c(data, crc=0)`, a CPython
+ * extension module linked into pylon.wasm when it embeds crc32c
+ * ([embedded.binding] in cap.toml; docs/embedded.md).
+ *
+ * It calls the typed import pylon:crc32c/crc32c@0.1.0#update directly: the
+ * bytes are already in the guest's memory, so the call passes their address
+ * and length, and the fused adapter copies them into the cap. Same results
+ * and errors as guest/python/crc32c.py's generic route, which the guest uses
+ * when this module is absent. */
+#include "pylon_pyabi.h"
+
+/* update(crc: u32, data: list<u8>) -> u32, flattened by the canonical ABI
+ * to (i32 crc, i32 ptr, i32 len) -> i32. Declared here rather than through
+ * wit-bindgen's C glue because that glue also exports a cabi_realloc, which
+ * would compete with the guest runtime's in the shared-everything link. */
+__attribute__((import_module("pylon:crc32c/crc32c@0.1.0"), import_name("update")))
+extern uint32_t pylon_crc32c_import_update(uint32_t crc, const uint8_t *data, size_t len);
+
+static PyObject *checksum(PyObject *data, PyObject *crc_obj) {
+    unsigned long crc = 0;
+    if (crc_obj != NULL) {
+        crc = PyLong_AsUnsignedLong(crc_obj);
+        if (crc == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    }
+    Py_buffer view;
+    PyObject *copy = NULL;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        /* A non-contiguous buffer (a strided memoryview): take its bytes,
+         * as bytes(data) does on the generic route. */
+        if (!PyErr_ExceptionMatches(PyExc_BufferError)) return NULL;
+        PyErr_Clear();
+        copy = PyBytes_FromObject(data);
+        if (copy == NULL) return NULL;
+        if (PyObject_GetBuffer(copy, &view, PyBUF_SIMPLE) < 0) {
+            Py_DecRef(copy);
+            return NULL;
+        }
+    }
+    uint32_t out = pylon_crc32c_import_update((uint32_t)crc, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    if (copy != NULL) Py_DecRef(copy);
+    return PyLong_FromUnsignedLong(out);
+}
+
+static PyObject *crc32c(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    (void)self;
+    PyObject *data = nargs > 0 ? args[0] : NULL;
+    PyObject *crc = nargs > 1 ? args[1] : NULL;
+    if (nargs > 2) return PyErr_Format(PyExc_TypeError, "crc32c() takes at most 2 arguments (%zd given)", nargs);
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_Size(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GetItem(kwnames, i);
+        PyObject **slot = PyUnicode_CompareWithASCIIString(name, "data") == 0 ? &data
+                          : PyUnicode_CompareWithASCIIString(name, "crc") == 0 ? &crc
+                                                                                 : NULL;
+        if (slot == NULL) return PyErr_Format(PyExc_TypeError, "crc32c() got an unexpected keyword argument '%U'", name);
+        if (*slot != NULL) return PyErr_Format(PyExc_TypeError, "crc32c() got multiple values for argument '%U'", name);
+        *slot = args[nargs + i];
+    }
+    if (data == NULL) return PyErr_Format(PyExc_TypeError, "crc32c() missing required argument 'data'");
+    return checksum(data, crc);
+}
+
+static PyMethodDef methods[] = {
+    {"crc32c", (void *)(PyCFunctionFastWithKeywords)crc32c, METH_FASTCALL | METH_KEYWORDS,
+     "crc32c(data, crc=0) -> int\n\nCRC-32C (Castagnoli) of bytes-like data, continuing from crc."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyModuleDef module = {
+    PYLON_MODULEDEF_HEAD_INIT, "_crc32c_binding", "crc32c over the typed import, called from C.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+__attribute__((visibility("default"))) PyObject *PyInit__crc32c_binding(void) {
+    return PyModule_Create2(&module, PYLON_PYTHON_ABI_VERSION);
+}

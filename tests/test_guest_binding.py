@@ -1,0 +1,213 @@
+"""Guest bindings: C extension modules inside pylon.wasm that call a typed
+import directly (pylon/build/guest_binding.py, docs/embedded.md).
+
+Two are built: crc32c's (``caps/crc32c/guest_binding.c``, in a guest that
+embeds crc32c) and compose:dynlink's ``instance.invoke``
+(``guest/native/_dynlink_binding.c``, in every guest). Each must give what
+componentize-py's generic import path gives, which stays in the guest and
+is what these tests compare against: the real guest, real caps, real
+wasmtime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import shutil
+import textwrap
+from pathlib import Path
+
+import crc32c as reference
+import pytest
+
+from conftest import REPO, Pylon
+from pylon import paths
+from pylon.build import guest_binding, manifest
+from pylon.errors import BuildError
+
+
+def run_ok(pylon: Pylon, code: str, *args: str) -> str:
+    result = pylon.run_code(textwrap.dedent(code), *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_embedded_crc32c_is_the_c_binding(pylon: Pylon) -> None:
+    out = run_ok(pylon, """
+        import crc32c, _crc32c_binding
+        print(crc32c.backend(), crc32c.crc32c is _crc32c_binding.crc32c, type(crc32c.crc32c).__name__)
+    """)
+    assert out.split() == ["embedded", "True", "builtin_function_or_method"]
+
+
+def test_crc32c_binding_agrees_with_the_generic_import_and_the_reference(pylon: Pylon, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    cases = [(rng.randbytes(size), rng.randrange(1 << 32) if i % 2 else 0)
+             for i, size in enumerate([0, 1, 3, 8, 9, 15, 16, 17, 255, 4096, 65537, 1 << 20])]
+    for i, (blob, _) in enumerate(cases):
+        (tmp_path / f"b{i}").write_bytes(blob)
+    (tmp_path / "crcs.json").write_text(json.dumps([crc for _, crc in cases]))
+    script = tmp_path / "agree.py"
+    script.write_text(textwrap.dedent("""
+        import json, sys, crc32c
+        folder = sys.argv[1]
+        crcs = json.load(open(folder + "/crcs.json"))
+        for i, crc in enumerate(crcs):
+            data = open(f"{folder}/b{i}", "rb").read()
+            generic = crc32c._wit.update(crc, data)
+            odd = b"x" + data + b"y"
+            shapes = [
+                crc32c.crc32c(data, crc),
+                crc32c.crc32c(data, crc=crc),
+                crc32c.crc32c(crc=crc, data=data),
+                crc32c.crc32c(bytearray(data), crc),
+                crc32c.crc32c(memoryview(odd)[1:-1], crc),      # contiguous, at an odd address
+                crc32c.crc32c(memoryview(data + data)[::2], crc) if data else generic,  # strided
+            ]
+            strided = crc32c._wit.update(crc, bytes(memoryview(data + data)[::2])) if data else generic
+            print(generic, *shapes[:5], shapes[5] == strided)
+    """))
+    result = pylon.composectl("run", "--dir", f"{tmp_path}:ro", str(script), str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line, (blob, crc) in zip(result.stdout.splitlines(), cases, strict=True):
+        *values, strided_ok = line.split()
+        assert {int(v) for v in values} == {reference.crc32c(blob, crc)}, line
+        assert strided_ok == "True"
+
+
+def test_crc32c_binding_raises_where_the_generic_path_aborted_the_guest(pylon: Pylon) -> None:
+    # componentize-py's generic path aborts the whole guest on a negative
+    # crc (a Rust panic in its runtime); the binding raises, as Python would.
+    out = run_ok(pylon, """
+        import crc32c
+        for call in (lambda: crc32c.crc32c(b"", -1), lambda: crc32c.crc32c(b"", 1 << 32),
+                     lambda: crc32c.crc32c("text"), lambda: crc32c.crc32c(None), lambda: crc32c.crc32c(b"", "0"),
+                     lambda: crc32c.crc32c(), lambda: crc32c.crc32c(b"", 0, 0), lambda: crc32c.crc32c(b"", seed=1),
+                     lambda: crc32c.crc32c(b"", data=b"")):
+            try:
+                call()
+                print("no error")
+            except (TypeError, OverflowError) as exc:
+                print(type(exc).__name__)
+        print(crc32c.crc32c(b"123456789"))
+    """)
+    assert out.split() == ["OverflowError", "OverflowError", "TypeError", "TypeError", "TypeError",
+                           "TypeError", "TypeError", "TypeError", "TypeError", str(0xE3069283)]
+
+
+def test_dynlink_invoke_goes_through_the_c_binding_and_agrees(pylon: Pylon) -> None:
+    out = run_ok(pylon, """
+        import functools, random
+        from pylon_guest import dynlink
+        import _dynlink_binding
+        cap = dynlink.load("crc32c")
+        assert isinstance(cap.invoke, functools.partial) and cap.invoke.func is _dynlink_binding.invoke
+        generic = cap._instance.invoke
+        rng = random.Random(3)
+        for size in (0, 1, 9, 4096, 1 << 20):
+            data = rng.randbytes(size)
+            want = generic("crc32c", data)
+            assert cap.invoke("crc32c", data) == want
+            assert cap.invoke("crc32c", bytearray(data)) == want
+            assert cap.invoke("crc32c", memoryview(b"_" + data)[1:]) == want
+        assert cap.invoke("crc32c", memoryview(b"1a2b3c4d5e6f7g8h9")[::2]) == generic("crc32c", b"123456789")
+        assert cap.invoke("crc32c") == generic("crc32c", b"")
+        import cbor2
+        reply = cap.invoke("crc32c-update", cbor2.dumps([0, b"123456789"]))
+        print(reply == cap.invoke("crc32c", b"123456789") == (0xE3069283).to_bytes(4, "little"))
+    """)
+    assert out == "True\n"
+
+
+def test_dynlink_binding_raises_each_error_class(pylon: Pylon) -> None:
+    # The WIT error cases reach the script as the same classes, with the
+    # host's message, as through componentize-py's generic path.
+    out = run_ok(pylon, """
+        from componentize_py_types import Err
+        from pylon_guest import dynlink
+        cap = dynlink.load("crc32c")
+        for method, payload in (("no-such-method", b"x"), ("crc32c-update", b"\\xff"), ("é", b"")):
+            try:
+                cap.invoke(method, payload)
+            except dynlink.DynlinkError as exc:
+                fast = (type(exc).__name__, str(exc))
+            try:
+                cap._instance.invoke(method, payload)
+            except Err as err:
+                slow = dynlink._translate(err)
+            print(fast[0], fast == (type(slow).__name__, str(slow)))
+        try:
+            cap.invoke(1, b"")
+        except TypeError:
+            print("TypeError")
+    """)
+    assert out.split() == ["BadMethod", "True", "BadPayload", "True", "BadMethod", "True", "TypeError"]
+
+
+def test_a_forged_handle_kills_only_that_run(pylon: Pylon) -> None:
+    # The handle is checked by the component model's handle table: a script
+    # that forges one traps its own guest; the host and the next run are fine.
+    bad = pylon.run_code("import _dynlink_binding\n_dynlink_binding.invoke(9999, 'crc32c', b'')")
+    assert bad.returncode != 0
+    assert "trapped" in bad.stderr
+    assert run_ok(pylon, "import crc32c; print(crc32c.crc32c(b'123456789'))") == f"{0xE3069283}\n"
+
+
+@pytest.fixture(scope="module")
+def lean_plan(pylon: Pylon, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A plan running the lean guest (no embedded cap) with crc32c by dynlink."""
+    from pylon.build import caps, guest
+
+    lean = guest.build_guest(embed=())
+    built = caps.build_cap(REPO / "caps" / "crc32c")
+    plan = tmp_path_factory.mktemp("lean") / "plan.json"
+    pylon.composectl("plan", "new", str(plan), "--guest", str(lean.path), check=True)
+    pylon.composectl("plan", "add", str(plan), "crc32c", str(built.path), check=True)
+    pylon.composectl("trust", "allow", "crc32c", built.digest, check=True)
+    pylon.composectl("trust", "allow", "--guest", lean.digest, check=True)
+    return plan
+
+
+def test_a_guest_without_crc32c_embedded_has_no_crc32c_binding(pylon: Pylon, lean_plan: Path) -> None:
+    out = pylon.run_code(textwrap.dedent("""
+        import importlib.util, crc32c
+        print(crc32c.backend(), importlib.util.find_spec("_crc32c_binding") is None,
+              importlib.util.find_spec("_dynlink_binding") is not None, crc32c.crc32c(b"123456789"))
+    """), plan=lean_plan)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["dynlink", "True", "True", str(0xE3069283)]
+
+
+# -- the build ------------------------------------------------------------------
+
+
+def test_binding_build_is_cached_and_names_its_module() -> None:
+    cap = manifest.embeddable()["crc32c"]
+    first = guest_binding.build_guest_binding(cap)
+    assert sorted(p.name for p in first.iterdir()) == ["_crc32c_binding.cpython-314-wasm32-wasi.so"]
+    assert guest_binding.build_guest_binding(cap) == first
+    assert sorted(p.name for p in guest_binding.build_dynlink_binding().iterdir()) == [
+        "_dynlink_binding.cpython-314-wasm32-wasi.so"]
+
+
+def test_binding_that_does_not_compile_is_a_build_error_and_leaves_nothing(tmp_path: Path) -> None:
+    # The crc32c cap as found in caps/, read from a copy whose binding is broken.
+    cap_dir = tmp_path / "crc32c"
+    shutil.copytree(REPO / "caps" / "crc32c", cap_dir)
+    (cap_dir / "guest_binding.c").write_text("this is not C\n")
+    cap = dataclasses.replace(manifest.embeddable()["crc32c"], dir=cap_dir)
+    builds = paths.build_root()
+    before = sorted(builds.glob("guest-binding-crc32c-*"))
+    with pytest.raises(BuildError, match="guest_binding.c"):
+        guest_binding.build_guest_binding(cap)
+    assert sorted(builds.glob("guest-binding-crc32c-*")) == before
+
+
+def test_binding_source_outside_the_cap_is_refused(tmp_path: Path) -> None:
+    cap = manifest.embeddable()["crc32c"]
+    face = cap.embedded
+    assert face is not None and face.binding is not None
+    outside = dataclasses.replace(face, binding=dataclasses.replace(face.binding, sources=("../zstd/embedded.c",)))
+    with pytest.raises(BuildError, match=r"\[embedded.binding\].sources\[0\]"):
+        guest_binding.build_guest_binding(dataclasses.replace(cap, embedded=outside))
