@@ -27,8 +27,8 @@ from pylon.build import guest_binding, manifest
 from pylon.errors import BuildError
 
 
-def run_ok(pylon: Pylon, code: str, *args: str) -> str:
-    result = pylon.run_code(textwrap.dedent(code), *args)
+def run_ok(pylon: Pylon, code: str, *args: str, memory_mb: int = 256) -> str:
+    result = pylon.composectl("run", "--memory-mb", str(memory_mb), "-c", textwrap.dedent(code), *args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -211,3 +211,65 @@ def test_binding_source_outside_the_cap_is_refused(tmp_path: Path) -> None:
     outside = dataclasses.replace(face, binding=dataclasses.replace(face.binding, sources=("../zstd/embedded.c",)))
     with pytest.raises(BuildError, match=r"\[embedded.binding\].sources\[0\]"):
         guest_binding.build_guest_binding(dataclasses.replace(cap, embedded=outside))
+
+
+# -- sqlite's run-packed ---------------------------------------------------------
+
+
+def test_sqlite_statements_run_through_the_c_binding_and_keep_no_memory(pylon: Pylon) -> None:
+    # Each execute's reply is written by the host into a block from the
+    # binding's cabi_realloc; the binding frees it. 20,000 executes that each
+    # return ~40 KiB would be ~800 MiB kept; the run has 128 MiB.
+    out = run_ok(pylon, """
+        import functools, gc
+        from pylon_guest import sqlite
+        import _sqlite_binding
+        conn = sqlite.connect(":memory:")
+        conn.execute("create table t(k integer primary key, v blob)")
+        conn.executemany("insert into t values (?, ?)", [(i, bytes(640)) for i in range(64)])
+        cur = conn.execute("select k, v from t where k >= ?", (0,))
+        stmt = conn._cache.get("select k, v from t where k >= ?")
+        print(isinstance(stmt.run_packed, functools.partial) and stmt.run_packed.func is _sqlite_binding.run_packed)
+        assert len(cur.fetchall()) == 64
+        for i in range(20_000):
+            rows = conn.execute("select k, v from t where k >= ?", (i % 8,)).fetchall()
+            assert len(rows) == 64 - i % 8 and rows[0][1] == bytes(640)
+        print(conn.execute("select count(*), sum(k) from t").fetchone())
+    """, memory_mb=128)
+    assert out.split("\n")[:2] == ["True", "(64, 2016)"]
+
+
+def test_sqlite_binding_gives_what_the_generic_path_gives(pylon: Pylon) -> None:
+    out = run_ok(pylon, """
+        import marshal
+        from pylon_guest import sqlite
+        conn = sqlite.connect(":memory:")
+        conn.execute("create table t(a, b)")
+        values = [None, 0, -1, 2**62, -2**63, 1.5, float("inf"), "", "é€𝄞", b"", b"\\x00\\xff" * 300]
+        conn.executemany("insert into t values (?, ?)", [(v, i) for i, v in enumerate(values)])
+        stmt = conn._statement("select a, b from t where b >= ? order by b")
+        for start in (0, 5, 11):
+            packed = marshal.dumps((start,), 2).decode("latin-1")
+            fast = stmt.run_packed(packed, 64)
+            stmt.h.reset()
+            slow = stmt.h.run_packed(packed, 64)
+            stmt.h.reset()
+            print(fast == slow, marshal.loads(fast)[0] == [(v, i) for i, v in enumerate(values)][start:])
+        try:
+            conn.execute("select * from nowhere")
+        except sqlite.OperationalError as exc:
+            print("OperationalError", "nowhere" in str(exc))
+    """)
+    assert out.split() == ["True", "True", "True", "True", "True", "True", "OperationalError", "True"]
+
+
+def test_sqlite_over_dynlink_keeps_the_proxys_method(pylon: Pylon, sqlite_dynlink_plan: Path) -> None:
+    out = pylon.run_code(textwrap.dedent("""
+        from pylon_guest import sqlite
+        conn = sqlite.connect(":memory:")
+        print(sqlite.backend().name, conn.execute("select 40 + ?", (2,)).fetchone()[0])
+        stmt = conn._cache.get("select 40 + ?")
+        print(stmt.run_packed == stmt.h.run_packed)
+    """), plan=sqlite_dynlink_plan)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["dynlink", "42", "True"]

@@ -7,12 +7,12 @@
  * and length, and the fused adapter copies them into the cap. Same results
  * and errors as guest/python/crc32c.py's generic route, which the guest uses
  * when this module is absent. */
-#include "pylon_pyabi.h"
+#include "pylon_binding.h"
 
 /* update(crc: u32, data: list<u8>) -> u32, flattened by the canonical ABI
  * to (i32 crc, i32 ptr, i32 len) -> i32. Declared here rather than through
- * wit-bindgen's C glue because that glue also exports a cabi_realloc, which
- * would compete with the guest runtime's in the shared-everything link. */
+ * wit-bindgen's C glue, which would also define a cabi_realloc of its own
+ * (pylon_binding.h has the one a binding exports). */
 __attribute__((import_module("pylon:crc32c/crc32c@0.1.0"), import_name("update")))
 extern uint32_t pylon_crc32c_import_update(uint32_t crc, const uint8_t *data, size_t len);
 
@@ -22,23 +22,10 @@ static PyObject *checksum(PyObject *data, PyObject *crc_obj) {
         crc = PyLong_AsUnsignedLong(crc_obj);
         if (crc == (unsigned long)-1 && PyErr_Occurred()) return NULL;
     }
-    Py_buffer view;
-    PyObject *copy = NULL;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-        /* A non-contiguous buffer (a strided memoryview): take its bytes,
-         * as bytes(data) does on the generic route. */
-        if (!PyErr_ExceptionMatches(PyExc_BufferError)) return NULL;
-        PyErr_Clear();
-        copy = PyBytes_FromObject(data);
-        if (copy == NULL) return NULL;
-        if (PyObject_GetBuffer(copy, &view, PyBUF_SIMPLE) < 0) {
-            Py_DecRef(copy);
-            return NULL;
-        }
-    }
-    uint32_t out = pylon_crc32c_import_update((uint32_t)crc, view.buf, (size_t)view.len);
-    PyBuffer_Release(&view);
-    if (copy != NULL) Py_DecRef(copy);
+    pylon_bytes_arg bytes;
+    if (pylon_bytes_arg_get(data, &bytes) < 0) return NULL;
+    uint32_t out = pylon_crc32c_import_update((uint32_t)crc, bytes.view.buf, (size_t)bytes.view.len);
+    pylon_bytes_arg_release(&bytes);
     return PyLong_FromUnsignedLong(out);
 }
 

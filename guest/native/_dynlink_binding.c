@@ -15,9 +15,7 @@
  *   payload  any bytes-like object (its bytes are read in place)
  * A WIT error raises errors[case](message), where `errors` is the tuple of
  * six exception classes given once to set_errors(), in the WIT's case order. */
-#include <stdlib.h>
-
-#include "pylon_pyabi.h"
+#include "pylon_binding.h"
 
 /* [method]instance.invoke: func(method: string, payload: list<u8>)
  *     -> result<list<u8>, error>
@@ -28,22 +26,11 @@
  *   4: ok:  list ptr, 8: list len
  *   4: err: u8 error case, 8: message ptr, 12: message len
  * The host allocates the list and the message in this memory through this
- * module's own cabi_realloc (below: libc's malloc, shared with libpython);
- * they are the caller's to free. */
+ * module's own cabi_realloc (pylon_binding.h: libc's realloc, shared with
+ * libpython); they are the caller's to free. */
 __attribute__((import_module("compose:dynlink/linker@0.1.0"), import_name("[method]instance.invoke")))
 extern void pylon_linker_invoke(int32_t self, const char *method, size_t method_len, const void *payload,
                                 size_t payload_len, void *ret);
-
-/* The allocator the host calls to place this module's results (the
- * component model asks each module that lowers a list result for one). */
-__attribute__((export_name("cabi_realloc")))
-void *pylon_dynlink_binding_realloc(void *ptr, size_t old_size, size_t align, size_t new_size) {
-    (void)old_size;
-    if (new_size == 0) return (void *)align;
-    void *out = realloc(ptr, new_size);
-    if (out == NULL) abort();
-    return out;
-}
 
 #define ERROR_CASES 6
 static PyObject *errors[ERROR_CASES];
@@ -68,30 +55,16 @@ static PyObject *invoke(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     (void)self;
     if (nargs != 2 && nargs != 3) return PyErr_Format(PyExc_TypeError, "invoke() takes 2 or 3 arguments (%zd given)", nargs);
     if (errors[0] == NULL) return PyErr_Format(PyExc_RuntimeError, "invoke() before set_errors()");
-    long handle = PyLong_AsLong(args[0]);
-    if (handle == -1 && PyErr_Occurred()) return NULL;
+    int32_t handle;
+    if (pylon_handle_arg(args[0], &handle) < 0) return NULL;
     Py_ssize_t method_len;
     const char *method = PyUnicode_AsUTF8AndSize(args[1], &method_len);
     if (method == NULL) return NULL;
-    Py_buffer view = {0};
-    PyObject *copy = NULL;
-    if (nargs == 2) {
-        view.buf = (void *)"";
-    } else if (PyObject_GetBuffer(args[2], &view, PyBUF_SIMPLE) < 0) {
-        /* A non-contiguous buffer (a strided memoryview): take its bytes. */
-        if (!PyErr_ExceptionMatches(PyExc_BufferError)) return NULL;
-        PyErr_Clear();
-        copy = PyBytes_FromObject(args[2]);
-        if (copy == NULL) return NULL;
-        if (PyObject_GetBuffer(copy, &view, PyBUF_SIMPLE) < 0) {
-            Py_DecRef(copy);
-            return NULL;
-        }
-    }
+    pylon_bytes_arg payload = {.view = {.buf = (void *)"", .len = 0}, .copy = NULL};
+    if (nargs == 3 && pylon_bytes_arg_get(args[2], &payload) < 0) return NULL;
     _Alignas(4) uint8_t ret[16];
-    pylon_linker_invoke((int32_t)handle, method, (size_t)method_len, view.buf, (size_t)view.len, ret);
-    if (nargs == 3) PyBuffer_Release(&view);
-    if (copy != NULL) Py_DecRef(copy);
+    pylon_linker_invoke(handle, method, (size_t)method_len, payload.view.buf, (size_t)payload.view.len, ret);
+    if (nargs == 3) pylon_bytes_arg_release(&payload);
 
     uint8_t *ptr = *(uint8_t **)(ret + (ret[0] == 0 ? 4 : 8));
     size_t len = *(size_t *)(ret + (ret[0] == 0 ? 8 : 12));

@@ -49,6 +49,7 @@ dynlink").
 from __future__ import annotations
 
 import itertools
+import functools
 import marshal
 import os
 from typing import Any, Iterable, Iterator
@@ -66,6 +67,12 @@ try:
     from wit_world.imports import sqlite as _wit  # type: ignore[import-not-found]
 except ImportError:
     _wit = None
+# The cap's guest binding (caps/sqlite/guest_binding.c): the statement
+# resource's run-packed, called from C. Only a guest that embeds sqlite has it.
+try:
+    import _sqlite_binding  # type: ignore[import-not-found]
+except ImportError:
+    _sqlite_binding = None
 # The embedded import and the dynlink proxy both raise componentize-py's Err
 # for a WIT `result`'s error.
 try:
@@ -325,10 +332,15 @@ def _skip_blank(sql: str) -> str:
 class _Statement:
     """One prepared statement and what the cursor needs to know about it."""
 
-    __slots__ = ("h", "is_dml", "description", "_names", "in_use", "cached")
+    __slots__ = ("h", "run_packed", "is_dml", "description", "_names", "in_use", "cached")
 
     def __init__(self, conn_h: Any, sql: str):
         self.h = _call(conn_h.prepare, sql)
+        # run-packed from C for the embedded cap's statements; the dynlink
+        # proxy's (and a guest without the binding) keep their own method.
+        self.run_packed = self.h.run_packed
+        if _sqlite_binding is not None and _wit is not None and type(self.h) is _wit.Statement:
+            self.run_packed = functools.partial(_sqlite_binding.run_packed, self.h.handle)
         head = _skip_blank(sql)[:7].lower()
         self.is_dml = head.startswith(("insert", "update", "delete", "replace"))
         cols = _call(self.h.columns)
@@ -373,7 +385,7 @@ class _Statement:
                 packed = _pack(self.values(params))
         else:
             packed = _pack(self.values(params))
-        out = _loads(self.h.run_packed(packed, max_rows))
+        out = _loads(self.run_packed(packed, max_rows))
         if out[0] is None:
             return self.failed(out, params, max_rows)
         return out
@@ -384,7 +396,7 @@ class _Statement:
         cleaned values); anything else is raised."""
         _, code, message, _ = out
         if code == 21 and message.startswith("pylon-packed:"):
-            out = _loads(self.h.run_packed(_pack(self.values(params)), max_rows))
+            out = _loads(self.run_packed(_pack(self.values(params)), max_rows))
             if out[0] is not None:
                 return out
             _, code, message, _ = out
@@ -509,7 +521,7 @@ class Cursor:
                     packed = _pack(stmt.values(parameters))
             else:
                 packed = _pack(stmt.values(parameters))
-            rows, done, changes, lastrowid = _loads(stmt.h.run_packed(packed, _FIRST_BATCH))
+            rows, done, changes, lastrowid = _loads(stmt.run_packed(packed, _FIRST_BATCH))
             if rows is None:
                 rows, done, changes, lastrowid = stmt.failed((rows, done, changes, lastrowid), parameters,
                                                              _FIRST_BATCH)

@@ -13,7 +13,8 @@ The pipeline, one step per tool:
 
 1. ``zig cc -target wasm32-wasi -fPIC`` compiles the sources against
    ``caps/_sdk/pylon_pyabi.h`` (the stable-ABI subset of the guest's CPython,
-   which ships no headers).
+   which ships no headers) and ``caps/_sdk/pylon_binding.h`` (the module's
+   ``cabi_realloc``, bytes-like arguments, resource handles).
 2. ``zig wasm-ld -shared --experimental-pic`` links a dynamic library named
    ``<module>.cpython-314-wasm32-wasi.so``, the name the guest's importer
    looks for, exporting only ``PyInit_<module>``; CPython's symbols stay
@@ -39,14 +40,15 @@ from pylon.build import manifest, toolchain
 from pylon.build.manifest import Manifest
 from pylon.errors import BuildError
 
-__all__ = ["build_guest_binding", "build_dynlink_binding", "SDK_HEADER"]
+__all__ = ["build_guest_binding", "build_dynlink_binding", "SDK_HEADERS"]
 
 #: The ABI tag of the guest's CPython (componentize-py 0.25.1 bundles 3.14).
 #: An extension module is found only under this suffix.
 EXTENSION_SUFFIX = ".cpython-314-wasm32-wasi.so"
 
-#: The header every binding compiles against.
-SDK_HEADER = manifest.CAPS_DIR / "_sdk" / "pylon_pyabi.h"
+#: The headers every binding compiles against: CPython's stable-ABI subset,
+#: and the helpers (cabi_realloc, bytes-like arguments, handles).
+SDK_HEADERS = (manifest.CAPS_DIR / "_sdk" / "pylon_pyabi.h", manifest.CAPS_DIR / "_sdk" / "pylon_binding.h")
 
 #: Position-independent code for a wasm dynamic library; -O2 like the caps.
 CFLAGS = ("-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra", "-Werror")
@@ -103,7 +105,7 @@ def build_dynlink_binding() -> Path:
 def _build(what: str, module: str, sources: list[Path], wit_file: Path, interface: str) -> Path:
     """Compiles ``sources`` into extension module ``module`` that may import
     ``interface`` (of the WIT package ``wit_file``); returns the folder."""
-    key = toolchain.source_hash([*sources, SDK_HEADER, wit_file, Path(__file__)], extra=json.dumps(
+    key = toolchain.source_hash([*sources, *SDK_HEADERS, wit_file, Path(__file__)], extra=json.dumps(
         [module, interface, CFLAGS, EXTENSION_SUFFIX], sort_keys=True))
     out = toolchain.output_dir(what, key)
     library = out / f"{module}{EXTENSION_SUFFIX}"
@@ -115,7 +117,7 @@ def _build(what: str, module: str, sources: list[Path], wit_file: Path, interfac
         objects = []
         for i, source in enumerate(sources):
             obj = work / f"{i:02d}-{source.stem}.o"
-            toolchain.run([*toolchain.zig(), "cc", "-target", "wasm32-wasi", *CFLAGS, "-I", str(SDK_HEADER.parent),
+            toolchain.run([*toolchain.zig(), "cc", "-target", "wasm32-wasi", *CFLAGS, "-I", str(SDK_HEADERS[0].parent),
                            "-c", str(source), "-o", str(obj)], what=f"zig cc {source.name} ({what})")
             objects.append(obj)
         # Linked under its final name, which wasm backtraces show.

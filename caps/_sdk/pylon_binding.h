@@ -1,0 +1,66 @@
+/* pylon_binding.h: what every guest binding needs besides CPython's ABI.
+ *
+ * A guest binding (docs/embedded.md, "A C binding in the guest") is a
+ * CPython extension module in pylon.wasm that calls a typed import itself.
+ * Include this header once per binding: it defines functions, one of them
+ * exported. */
+#ifndef PYLON_BINDING_H
+#define PYLON_BINDING_H
+
+#include <stdlib.h>
+
+#include "pylon_pyabi.h"
+
+/* The allocator the host calls to place this module's results (a list or a
+ * string it returns): the component model asks each module that lowers such
+ * a result for one. libc's realloc, shared with libpython, so what the host
+ * wrote is freed with free(). Each binding is its own module, so each
+ * exports its own. */
+__attribute__((export_name("cabi_realloc")))
+void *pylon_binding_cabi_realloc(void *ptr, size_t old_size, size_t align, size_t new_size) {
+    (void)old_size;
+    if (new_size == 0) return (void *)align;
+    void *out = realloc(ptr, new_size);
+    if (out == NULL) abort();
+    return out;
+}
+
+/* A bytes-like argument, read in place. */
+typedef struct {
+    Py_buffer view;
+    PyObject *copy; /* bytes(obj), for a buffer that is not contiguous */
+} pylon_bytes_arg;
+
+/* Fills `arg` with the bytes of `obj`: a contiguous buffer (bytes,
+ * bytearray, memoryview...) as it is, a strided memoryview copied first, as
+ * bytes(obj) would. Returns 0, or -1 with a Python exception set.
+ * Release with pylon_bytes_arg_release. */
+static inline int pylon_bytes_arg_get(PyObject *obj, pylon_bytes_arg *arg) {
+    arg->copy = NULL;
+    if (PyObject_GetBuffer(obj, &arg->view, PyBUF_SIMPLE) == 0) return 0;
+    if (!PyErr_ExceptionMatches(PyExc_BufferError)) return -1;
+    PyErr_Clear();
+    arg->copy = PyBytes_FromObject(obj);
+    if (arg->copy == NULL) return -1;
+    if (PyObject_GetBuffer(arg->copy, &arg->view, PyBUF_SIMPLE) < 0) {
+        Py_DecRef(arg->copy);
+        return -1;
+    }
+    return 0;
+}
+
+static inline void pylon_bytes_arg_release(pylon_bytes_arg *arg) {
+    PyBuffer_Release(&arg->view);
+    if (arg->copy != NULL) Py_DecRef(arg->copy);
+}
+
+/* A resource handle (the `handle` attribute of a componentize-py resource
+ * object). Returns 0, or -1 with a Python exception set. */
+static inline int pylon_handle_arg(PyObject *obj, int32_t *handle) {
+    long value = PyLong_AsLong(obj);
+    if (value == -1 && PyErr_Occurred()) return -1;
+    *handle = (int32_t)value;
+    return 0;
+}
+
+#endif
