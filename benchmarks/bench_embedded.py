@@ -248,7 +248,9 @@ def report(res: dict) -> dict:
         print(f"     executemany 100k: marshal.dumps of the rows {med(d['pack_100k']) * 1e3:.0f} ms of "
               f"{med(gs['insert']) * 1e3:.0f} ms")
         print(f"     point select: DB-API path {sel['full'] / 1e3:.2f} us = the run-packed call "
-              f"{sel['raw'] / 1e3:.2f} us (a no-op typed call {sel['noop_typed'] / 1e3:.2f} us) + packing the "
+              f"{sel['raw'] / 1e3:.2f} us from C (through componentize-py's generic path "
+              f"{sel['raw_generic'] / 1e3:.2f} us, a no-op typed call there {sel['noop_typed'] / 1e3:.2f} us) "
+              "+ packing the "
               f"parameters {sel['pack'] / 1e3:.2f} us + unpacking the reply {sel['unpack'] / 1e3:.2f} us + the "
               f"cursor; a Python call {sel['py_call'] / 1e3:.2f} us")
         print(f"     fetchall 100k: one step-packed call {med(d['scan_raw_100k']) * 1e3:.0f} ms "

@@ -255,12 +255,29 @@ def test_sqlite_binding_gives_what_the_generic_path_gives(pylon: Pylon) -> None:
             slow = stmt.h.run_packed(packed, 64)
             stmt.h.reset()
             print(fast == slow, marshal.loads(fast)[0] == [(v, i) for i, v in enumerate(values)][start:])
+        # run(): parameters marshalled and sent as Latin-1 text from C. Every
+        # byte value, text past the 256-byte stack buffer, and each type.
+        echo = conn._statement("select ?, ?, ?")
+        for params in [(bytes(range(256)), "ÿ" * 300, 2**63 - 1), [None, 1.25, "é"], (b"", "", -2**63)]:
+            fast = echo.run_params(params, 64)
+            slow = echo._run_params(params, 64)
+            print(fast == slow, fast[0] == [tuple(params)])
+        class Opaque:
+            pass
+        try:
+            echo.run_params((Opaque(), 1, 2), 64)
+        except ValueError:
+            print("ValueError")
+        try:
+            conn.execute("select ?, ?, ?", (Opaque(), 1, 2))
+        except sqlite.ProgrammingError as exc:
+            print("ProgrammingError")
         try:
             conn.execute("select * from nowhere")
         except sqlite.OperationalError as exc:
             print("OperationalError", "nowhere" in str(exc))
     """)
-    assert out.split() == ["True", "True", "True", "True", "True", "True", "OperationalError", "True"]
+    assert out.split() == ["True"] * 12 + ["ValueError", "ProgrammingError", "OperationalError", "True"]
 
 
 def test_sqlite_over_dynlink_keeps_the_proxys_method(pylon: Pylon, sqlite_dynlink_plan: Path) -> None:

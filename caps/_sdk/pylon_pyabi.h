@@ -13,7 +13,7 @@
  * whose layouts and signatures CPython promises not to change, and is
  * written for wasm32, where Py_ssize_t, long and pointers are 32 bits.
  * Add a declaration only from the stable ABI's list (Misc/stable_abi.toml in
- * CPython's sources). */
+ * CPython's sources); the one exception, marshal, is marked below. */
 #ifndef PYLON_PYABI_H
 #define PYLON_PYABI_H
 
@@ -107,9 +107,20 @@ PyObject *PyErr_Occurred(void);
 void PyErr_Clear(void);
 PyObject *PyErr_Format(PyObject *type, const char *format, ...);
 void PyErr_SetObject(PyObject *type, PyObject *value);
+PyObject *PyErr_NoMemory(void);
 extern PyObject *PyExc_TypeError;
 extern PyObject *PyExc_BufferError;
 extern PyObject *PyExc_RuntimeError;
 int PyErr_ExceptionMatches(PyObject *type);
+char *PyBytes_AsString(PyObject *bytes);
+Py_ssize_t PyBytes_Size(PyObject *bytes);
+
+/* Beyond the stable ABI: marshal's C entry points (Include/marshal.h), whose
+ * signatures have not changed since Python 2. Safe here because the guest's
+ * CPython is the one componentize-py bundles, and the guest build accepts
+ * only the componentize-py version it was checked with
+ * (pylon/build/guest.py). */
+PyObject *PyMarshal_WriteObjectToString(PyObject *obj, int version);
+PyObject *PyMarshal_ReadObjectFromString(const char *data, Py_ssize_t len);
 
 #endif

@@ -1,5 +1,5 @@
 /* sqlite's guest binding: `_sqlite_binding.run_packed(handle, params,
- * max_rows)`, a CPython extension module linked into pylon.wasm when it
+ * max_rows)` and `run(...)`, a CPython extension module linked into pylon.wasm when it
  * embeds sqlite ([embedded.binding] in cap.toml; docs/embedded.md).
  *
  * pylon_guest.sqlite runs every statement through the statement resource's
@@ -35,9 +35,58 @@ static PyObject *run_packed(PyObject *self, PyObject *const *args, Py_ssize_t na
     return out;
 }
 
+/* The marshal version pylon_guest.sqlite packs with: 2 has no back-references. */
+#define MARSHAL_VERSION 2
+
+/* run(handle, params, max_rows) -> (rows, done, changes, lastrowid): what
+ * pylon_guest.sqlite does around run-packed, in one C call: marshal the
+ * parameter tuple or list, pass it as the Latin-1 text the cap reads (each
+ * byte one character, so UTF-8 on the wire), and unmarshal the reply from
+ * where the host wrote it. A value marshal cannot write raises ValueError,
+ * as marshal.dumps does, and the caller takes its slower route. */
+static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "run() takes 3 arguments (%zd given)", nargs);
+    int32_t handle;
+    if (pylon_handle_arg(args[0], &handle) < 0) return NULL;
+    unsigned long max_rows = PyLong_AsUnsignedLong(args[2]);
+    if (max_rows == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    PyObject *packed = PyMarshal_WriteObjectToString(args[1], MARSHAL_VERSION);
+    if (packed == NULL) return NULL;
+    const uint8_t *latin1 = (const uint8_t *)PyBytes_AsString(packed);
+    size_t n = (size_t)PyBytes_Size(packed), high = 0;
+    for (size_t i = 0; i < n; i++) high += latin1[i] >> 7;
+    char small[256];
+    char *text = n + high <= sizeof small ? small : malloc(n + high);
+    if (text == NULL) {
+        Py_DecRef(packed);
+        return PyErr_NoMemory();
+    }
+    char *w = text;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = latin1[i];
+        if (c < 0x80) {
+            *w++ = (char)c;
+        } else {
+            *w++ = (char)(0xC0 | (c >> 6));
+            *w++ = (char)(0x80 | (c & 0x3F));
+        }
+    }
+    Py_DecRef(packed);
+    _Alignas(4) uint8_t ret[8];
+    pylon_sqlite_import_run_packed(handle, text, n + high, (uint32_t)max_rows, ret);
+    if (text != small) free(text);
+    char *ptr = *(char **)ret;
+    PyObject *out = PyMarshal_ReadObjectFromString(ptr, (Py_ssize_t) * (size_t *)(ret + 4));
+    free(ptr);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"run_packed", (void *)run_packed, METH_FASTCALL,
      "run_packed(handle, params, max_rows) -> bytes: statement.run-packed of the statement `handle`"},
+    {"run", (void *)run, METH_FASTCALL,
+     "run(handle, params, max_rows) -> tuple: marshal params, run-packed, unmarshal the reply"},
     {NULL, NULL, 0, NULL},
 };
 

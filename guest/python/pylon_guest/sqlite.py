@@ -332,15 +332,19 @@ def _skip_blank(sql: str) -> str:
 class _Statement:
     """One prepared statement and what the cursor needs to know about it."""
 
-    __slots__ = ("h", "run_packed", "is_dml", "description", "_names", "in_use", "cached")
+    __slots__ = ("h", "run_packed", "run_params", "is_dml", "description", "_names", "in_use", "cached")
 
     def __init__(self, conn_h: Any, sql: str):
         self.h = _call(conn_h.prepare, sql)
-        # run-packed from C for the embedded cap's statements; the dynlink
-        # proxy's (and a guest without the binding) keep their own method.
-        self.run_packed = self.h.run_packed
+        # run-packed from C for the embedded cap's statements, and run_params
+        # (marshal, run-packed, unmarshal) as one C call; the dynlink proxy's
+        # statements (and a guest without the binding) do the same in Python.
         if _sqlite_binding is not None and _wit is not None and type(self.h) is _wit.Statement:
             self.run_packed = functools.partial(_sqlite_binding.run_packed, self.h.handle)
+            self.run_params = functools.partial(_sqlite_binding.run, self.h.handle)
+        else:
+            self.run_packed = self.h.run_packed
+            self.run_params = self._run_params
         head = _skip_blank(sql)[:7].lower()
         self.is_dml = head.startswith(("insert", "update", "delete", "replace"))
         cols = _call(self.h.columns)
@@ -348,6 +352,11 @@ class _Statement:
         self._names: list[str | None] | None = None
         self.in_use = False
         self.cached = False
+
+    def _run_params(self, params: Any, max_rows: int) -> Any:
+        """``params`` (a tuple or list) marshalled, run, the reply unmarshalled;
+        ValueError when marshal cannot write a value."""
+        return _loads(self.run_packed(_dumps(params, _MARSHAL_VERSION).decode("latin-1"), max_rows))
 
     def names(self) -> list[str | None]:
         if self._names is None:
@@ -380,12 +389,11 @@ class _Statement:
         common case.)"""
         if type(params) is tuple or type(params) is list:
             try:
-                packed = _dumps(params, _MARSHAL_VERSION).decode("latin-1")
+                out = self.run_params(params, max_rows)
             except ValueError:  # not marshallable: a type the cap does not take
-                packed = _pack(self.values(params))
+                out = _loads(self.run_packed(_pack(self.values(params)), max_rows))
         else:
-            packed = _pack(self.values(params))
-        out = _loads(self.run_packed(packed, max_rows))
+            out = _loads(self.run_packed(_pack(self.values(params)), max_rows))
         if out[0] is None:
             return self.failed(out, params, max_rows)
         return out
@@ -516,12 +524,13 @@ class Cursor:
             t = type(parameters)
             if t is tuple or t is list:
                 try:
-                    packed = _dumps(parameters, 2).decode("latin-1")
+                    rows, done, changes, lastrowid = stmt.run_params(parameters, _FIRST_BATCH)
                 except ValueError:  # not marshallable: a type the cap does not take
-                    packed = _pack(stmt.values(parameters))
+                    rows, done, changes, lastrowid = _loads(stmt.run_packed(_pack(stmt.values(parameters)),
+                                                                            _FIRST_BATCH))
             else:
-                packed = _pack(stmt.values(parameters))
-            rows, done, changes, lastrowid = _loads(stmt.run_packed(packed, _FIRST_BATCH))
+                rows, done, changes, lastrowid = _loads(stmt.run_packed(_pack(stmt.values(parameters)),
+                                                                        _FIRST_BATCH))
             if rows is None:
                 rows, done, changes, lastrowid = stmt.failed((rows, done, changes, lastrowid), parameters,
                                                              _FIRST_BATCH)
