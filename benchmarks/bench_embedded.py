@@ -247,12 +247,12 @@ def report(res: dict) -> dict:
         print("   where the guest's time goes:")
         print(f"     executemany 100k: marshal.dumps of the rows {med(d['pack_100k']) * 1e3:.0f} ms of "
               f"{med(gs['insert']) * 1e3:.0f} ms")
-        print(f"     point select: DB-API path {sel['full'] / 1e3:.2f} us = the run-packed call "
-              f"{sel['raw'] / 1e3:.2f} us from C (through componentize-py's generic path "
-              f"{sel['raw_generic'] / 1e3:.2f} us, a no-op typed call there {sel['noop_typed'] / 1e3:.2f} us) "
-              "+ packing the "
-              f"parameters {sel['pack'] / 1e3:.2f} us + unpacking the reply {sel['unpack'] / 1e3:.2f} us + the "
-              f"cursor; a Python call {sel['py_call'] / 1e3:.2f} us")
+        print(f"     point select: DB-API path {sel['full'] / 1e3:.2f} us = the binding's run() "
+              f"{sel['run'] / 1e3:.2f} us (marshal, the run-packed call, unmarshal, in C) + the cursor in Python;"
+              f"\n       the run-packed call alone {sel['raw'] / 1e3:.2f} us from C, "
+              f"{sel['raw_generic'] / 1e3:.2f} us through componentize-py's generic path (a no-op typed call there "
+              f"{sel['noop_typed'] / 1e3:.2f} us); in Python, packing the parameters {sel['pack'] / 1e3:.2f} us, "
+              f"unpacking the reply {sel['unpack'] / 1e3:.2f} us; a Python call {sel['py_call'] / 1e3:.2f} us")
         print(f"     fetchall 100k: one step-packed call {med(d['scan_raw_100k']) * 1e3:.0f} ms "
               f"({d['scan_bytes'] / 1e6:.1f} MB packed) + marshal.loads {med(d['scan_loads_100k']) * 1e3:.0f} ms; "
               f"with the cyclic GC paused: pylon {med(d['fetchall_gc_off']) * 1e3:.0f} ms, "
