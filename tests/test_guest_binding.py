@@ -290,3 +290,65 @@ def test_sqlite_over_dynlink_keeps_the_proxys_method(pylon: Pylon, sqlite_dynlin
     """), plan=sqlite_dynlink_plan)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["dynlink", "42", "True"]
+
+
+def test_sqlite_binding_packs_and_unpacks_byte_for_byte_as_marshal(pylon: Pylon) -> None:
+    # The binding writes parameters and reads replies itself for the common
+    # types and hands everything else to marshal: either way the bytes and
+    # the objects must be exactly marshal's (version 2), errors included.
+    out = run_ok(pylon, """
+        import enum, marshal, math, random
+        import _sqlite_binding as b
+
+        class Small(enum.IntEnum):
+            ONE = 1
+
+        ints = [0, 1, -1, 2**31 - 1, -2**31, 2**31, -2**31 - 1, 2**45, 2**60, -2**60, 2**62, 2**63 - 1,
+                -2**63 + 1, -2**63, 2**63, -2**63 - 1, 2**64, 2**100, -2**100]
+        floats = [0.0, -0.0, 1.5, -2.25e300, float("inf"), float("-inf"), float("nan"), 5e-324]
+        texts = ["", "a", "é", "€", "𝄞", "x" * 1000 + "é", "\\ud800", "a\\udfffb", "\\x00"]
+        blobs = [b"", bytes(range(256)), b"\\x80" * 700, bytearray(b"ba"), memoryview(b"mv")]
+        others = [None, True, False, Small.ONE, {"k": 1}, {1, 2}, 1j, object(), ()]
+        nested = [(1, (2, [3, (4,)])), [[[[[[[[[[1]]]]]]]]]], ([],), ((),)]
+        rng = random.Random(5)
+        atoms = ints + floats + texts + blobs + others
+        cases = [tuple(rng.sample(atoms, rng.randrange(0, 6))) for _ in range(400)]
+        cases += [[a] for a in atoms] + [tuple(atoms)] + nested + [a for a in atoms]
+
+        def outcome(f, *args):
+            try:
+                return ("ok", f(*args))
+            except Exception as exc:
+                return ("error", type(exc).__name__)
+
+        bad = 0
+        for case in cases:
+            want = outcome(marshal.dumps, case, 2)
+            got = outcome(b.pack, case)
+            if want != got:
+                bad += 1
+                print("pack differs:", repr(case)[:200], want, got)
+            if want[0] == "ok":
+                again = outcome(b.unpack, want[1])
+                expect = outcome(marshal.loads, want[1])
+                if repr(again) != repr(expect):
+                    bad += 1
+                    print("unpack differs:", repr(case)[:200])
+        # Damaged or unexpected replies: whatever marshal.loads says.
+        samples = [marshal.dumps(c, 2) for c in cases[:60] if outcome(marshal.dumps, c, 2)[0] == "ok"]
+        damaged = [b"", b"(", b"i\\x01", b"l\\x01\\x00\\x00\\x00\\x00\\x00", b"l\\x01\\x00\\x00\\x00\\xff\\xff",
+                   b"(\\xff\\xff\\xff\\x7fN", b"u\\x02\\x00\\x00\\x00\\xff\\xfe", b"{0", b"\\x00"]
+        for blob in samples:
+            for _ in range(20):
+                cut = bytearray(blob[: rng.randrange(0, len(blob) + 1)])
+                if cut and rng.random() < 0.5:
+                    cut[rng.randrange(len(cut))] = rng.randrange(256)
+                damaged.append(bytes(cut))
+        for blob in damaged:
+            want, got = outcome(marshal.loads, blob), outcome(b.unpack, blob)
+            if repr(want) != repr(got):
+                bad += 1
+                print("damaged differs:", blob[:40], want, got)
+        print("cases", len(cases), "damaged", len(damaged), "bad", bad)
+    """)
+    assert out.splitlines()[-1].endswith("bad 0"), out[-3000:]

@@ -89,8 +89,10 @@ typedef struct {
 PyObject *PyModule_Create2(PyModuleDef *def, int apiver);
 void Py_IncRef(PyObject *obj);
 void Py_DecRef(PyObject *obj);
-extern PyObject _Py_NoneStruct; /* Py_None */
+extern PyObject _Py_NoneStruct, _Py_TrueStruct, _Py_FalseStruct;
 #define Py_None (&_Py_NoneStruct)
+#define Py_True (&_Py_TrueStruct)
+#define Py_False (&_Py_FalseStruct)
 int PyObject_GetBuffer(PyObject *obj, Py_buffer *view, int flags);
 void PyBuffer_Release(Py_buffer *view);
 PyObject *PyBytes_FromObject(PyObject *obj);
@@ -114,6 +116,20 @@ extern PyObject *PyExc_RuntimeError;
 int PyErr_ExceptionMatches(PyObject *type);
 char *PyBytes_AsString(PyObject *bytes);
 Py_ssize_t PyBytes_Size(PyObject *bytes);
+PyObject *PyLong_FromLongLong(long long v);
+long long PyLong_AsLongLongAndOverflow(PyObject *obj, int *overflow);
+PyObject *PyFloat_FromDouble(double v);
+double PyFloat_AsDouble(PyObject *obj);
+PyObject *PyBool_FromLong(long v);
+PyObject *PyTuple_New(Py_ssize_t size);
+int PyTuple_SetItem(PyObject *tuple, Py_ssize_t i, PyObject *item);
+PyObject *PyList_New(Py_ssize_t size);
+int PyList_SetItem(PyObject *list, Py_ssize_t i, PyObject *item);
+Py_ssize_t PyList_Size(PyObject *list);
+PyObject *PyList_GetItem(PyObject *list, Py_ssize_t i);
+/* Exact-type checks compare ob_type with these. */
+extern PyObject PyLong_Type, PyFloat_Type, PyUnicode_Type, PyBytes_Type, PyBool_Type, PyTuple_Type, PyList_Type;
+#define PYLON_TYPE(obj) (((PyObject_HEAD_T *)(obj))->ob_type)
 
 /* Beyond the stable ABI: marshal's C entry points (Include/marshal.h), whose
  * signatures have not changed since Python 2. Safe here because the guest's
