@@ -248,7 +248,7 @@ def report(res: dict) -> dict:
         print(f"     executemany 100k: marshal.dumps of the rows {med(d['pack_100k']) * 1e3:.0f} ms of "
               f"{med(gs['insert']) * 1e3:.0f} ms")
         print(f"     point select: DB-API path {sel['full'] / 1e3:.2f} us = the binding's run() "
-              f"{sel['run'] / 1e3:.2f} us (marshal, the run-packed call, unmarshal, in C) + the cursor in Python;"
+              f"{sel['run'] / 1e3:.2f} us (packing, the run-packed call, unpacking, in C) + the cursor in Python;"
               f"\n       the run-packed call alone {sel['raw'] / 1e3:.2f} us from C, "
               f"{sel['raw_generic'] / 1e3:.2f} us through componentize-py's generic path (a no-op typed call there "
               f"{sel['noop_typed'] / 1e3:.2f} us); in Python, packing the parameters {sel['pack'] / 1e3:.2f} us, "

@@ -90,7 +90,7 @@ if b.name == "embedded":
     assert marshal.loads(reply)[0] == [conn.execute(work.SELECT, (k,)).fetchone()]
     diag["select_ns"] = side_by_side({
         "full": lambda: conn.execute(work.SELECT, (k,)).fetchone(),
-        "run": lambda: sel.run_params((k,), 64),  # marshal + run-packed + unmarshal in one C call
+        "run": lambda: sel.run_params((k,), 64),  # pack + run-packed + unpack in one C call
         "raw": lambda: sel.run_packed(packed, 64),  # from C (caps/sqlite/guest_binding.c)
         "raw_generic": lambda: sel.h.run_packed(packed, 64),  # through componentize-py's generic path
         "pack": lambda: marshal.dumps((k,), 2).decode("latin-1"),

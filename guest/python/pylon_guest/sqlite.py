@@ -35,7 +35,9 @@ Two backends, one API. In a guest built with the sqlite cap embedded
 prepared statements are resources (a per-connection cache of 128, by SQL
 text), and values cross packed, never one WIT value each: parameters as
 ``marshal.dumps(params, 2)``, rows back as one marshal blob that
-``marshal.loads`` turns into the list of tuples in one C call. So ``execute``
+``marshal.loads`` turns into the list of tuples in one C call (for
+``execute``, the sqlite cap's guest binding, caps/sqlite/guest_binding.c,
+packs, calls and unpacks in one C call of its own). So ``execute``
 is one call into the cap (bind, step, first rows), ``fetchall`` one more per
 8 MiB of rows, and ``executemany`` one per 32768 parameter rows. Otherwise
 the cap is resolved at first ``connect`` through ``pylon_guest.dynlink`` and
@@ -337,7 +339,7 @@ class _Statement:
     def __init__(self, conn_h: Any, sql: str):
         self.h = _call(conn_h.prepare, sql)
         # run-packed from C for the embedded cap's statements, and run_params
-        # (marshal, run-packed, unmarshal) as one C call; the dynlink proxy's
+        # (pack, run-packed, unpack) as one C call; the dynlink proxy's
         # statements (and a guest without the binding) do the same in Python.
         if _sqlite_binding is not None and _wit is not None and type(self.h) is _wit.Statement:
             self.run_packed = functools.partial(_sqlite_binding.run_packed, self.h.handle)
