@@ -145,10 +145,13 @@ def test_dynlink_binding_raises_each_error_class(pylon: Pylon) -> None:
     assert out.split() == ["BadMethod", "True", "BadPayload", "True", "BadMethod", "True", "TypeError"]
 
 
-def test_a_forged_handle_kills_only_that_run(pylon: Pylon) -> None:
+@pytest.mark.parametrize("forged", ["import _dynlink_binding\n_dynlink_binding.invoke(9999, 'crc32c', b'')",
+                                    "import _sqlite_binding\n_sqlite_binding.run(9999, (1,), 1)",
+                                    "import _sqlite_binding\n_sqlite_binding.run_packed(-1, '', 1)"])
+def test_a_forged_handle_kills_only_that_run(pylon: Pylon, forged: str) -> None:
     # The handle is checked by the component model's handle table: a script
     # that forges one traps its own guest; the host and the next run are fine.
-    bad = pylon.run_code("import _dynlink_binding\n_dynlink_binding.invoke(9999, 'crc32c', b'')")
+    bad = pylon.run_code(forged)
     assert bad.returncode != 0
     assert "trapped" in bad.stderr
     assert run_ok(pylon, "import crc32c; print(crc32c.crc32c(b'123456789'))") == f"{0xE3069283}\n"
