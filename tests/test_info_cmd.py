@@ -52,6 +52,8 @@ def test_json_names_every_place_and_version(home: Path) -> None:
     assert {"crc32c", "sqlite", "zstd"} <= set(data["embeddable_caps"])
     assert data["embeddable_caps"]["zstd"]["vendored"] == {"zstd": "1.5.7"}
     assert data["embeddable_caps"]["zstd"]["vendor_patches"] == {"zstd": ["zstd-1.5.7-wasm32-bit-container.patch"]}
+    assert data["embeddable_caps"]["crc32c"]["guest_binding"] == "_crc32c_binding"
+    assert data["embeddable_caps"]["zstd"]["guest_binding"] is None
 
 
 def test_text_says_what_is_missing_and_how_to_fix_it(home: Path) -> None:
@@ -63,6 +65,8 @@ def test_text_says_what_is_missing_and_how_to_fix_it(home: Path) -> None:
                      out, re.M)
     assert re.search(r"^wasmtime\s+\d+\.\d+\.\d+", out, re.M)
     assert "  zstd: vendors zstd 1.5.7" in out
+    assert "  sqlite: vendors sqlite 3.50.4; guest binding _sqlite_binding" in out
+    assert "  crc32c: guest binding _crc32c_binding" in out
 
 
 def test_the_stock_guest_digest_after_setup(home: Path) -> None:

@@ -64,7 +64,9 @@ def _embeddable_caps() -> dict[str, Any]:
     return {name: {"stock": bool(m.embedded and m.embedded.stock),
                    "vendored": {v.name: v.version or v.source for key, v in m.vendors.items() if key not in sdk},
                    "vendor_patches": {v.name: [p.name for p in v.patches] for key, v in m.vendors.items()
-                                      if key not in sdk and v.patches}}
+                                      if key not in sdk and v.patches},
+                   # [embedded.binding]: the extension module a guest embedding the cap links.
+                   "guest_binding": m.embedded.binding.module if m.embedded and m.embedded.binding else None}
             for name, m in sorted(caps.items())}
 
 
@@ -126,7 +128,9 @@ def info(
             vendored = ", ".join(f"{lib} {version}" + (_patch_note(len(patched[lib])) if lib in patched else "")
                                  for lib, version in cap["vendored"].items())
             stock_note = "" if cap["stock"] else " (not in the stock guest)"
-            lines.append(f"  {name}{stock_note}" + (f": vendors {vendored}" if vendored else ""))
+            notes = ([f"vendors {vendored}"] if vendored else []) + (
+                [f"guest binding {cap['guest_binding']}"] if cap.get("guest_binding") else [])
+            lines.append(f"  {name}{stock_note}" + (": " + "; ".join(notes) if notes else ""))
     typer.echo("\n".join(lines))
 
 
