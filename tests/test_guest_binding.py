@@ -355,3 +355,27 @@ def test_sqlite_binding_packs_and_unpacks_byte_for_byte_as_marshal(pylon: Pylon)
         print("cases", len(cases), "damaged", len(damaged), "bad", bad)
     """)
     assert out.splitlines()[-1].endswith("bad 0"), out[-3000:]
+
+
+def test_empty_error_messages_are_not_freed_as_blocks() -> None:
+    # The host places an empty string at the non-pointer cabi_realloc returns
+    # for zero bytes; the binding freed it and the guest trapped in free().
+    import pylon
+
+    class Refuses:
+        def empty(self) -> None:
+            raise pylon.CapRefused("", kind="not-found")
+
+    result = pylon.Sandbox(caps={"c": Refuses()}, tmp_mb=0).run(textwrap.dedent("""
+        from pylon_guest import dynlink
+        cap = dynlink.load("c")
+        messages = set()
+        for _ in range(3000):
+            try:
+                cap.call("empty")
+            except dynlink.CapNotFound as exc:
+                messages.add(str(exc))
+        print(sorted(messages))
+    """))
+    assert result.exit_code == 0, result.stderr[-3000:]
+    assert result.stdout == b"['']\n"

@@ -14,8 +14,9 @@
 /* The allocator the host calls to place this module's results (a list or a
  * string it returns): the component model asks each module that lowers such
  * a result for one. libc's realloc, shared with libpython, so what the host
- * wrote is freed with free(). Each binding is its own module, so each
- * exports its own. */
+ * wrote is freed with free(); but zero bytes get `align`, a non-pointer (as
+ * wit-bindgen's C glue does), so free a result only when it is not empty.
+ * Each binding is its own module, so each exports its own. */
 __attribute__((export_name("cabi_realloc")))
 void *pylon_binding_cabi_realloc(void *ptr, size_t old_size, size_t align, size_t new_size) {
     (void)old_size;

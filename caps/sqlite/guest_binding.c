@@ -33,8 +33,9 @@ static PyObject *run_packed(PyObject *self, PyObject *const *args, Py_ssize_t na
     _Alignas(4) uint8_t ret[8];
     pylon_sqlite_import_run_packed(handle, params, (size_t)params_len, (uint32_t)max_rows, ret);
     char *ptr = *(char **)ret;
-    PyObject *out = PyBytes_FromStringAndSize(ptr, (Py_ssize_t) * (size_t *)(ret + 4));
-    free(ptr);
+    size_t len = *(size_t *)(ret + 4);
+    PyObject *out = PyBytes_FromStringAndSize(ptr, (Py_ssize_t)len);
+    if (len > 0) free(ptr); /* zero bytes: cabi_realloc's non-pointer, not malloc'd */
     return out;
 }
 
@@ -289,8 +290,9 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     pylon_sqlite_import_run_packed(handle, (const char *)text.p, text.len, (uint32_t)max_rows, ret);
     text_free(&text);
     uint8_t *ptr = *(uint8_t **)ret;
-    PyObject *out = unpack_reply(ptr, *(size_t *)(ret + 4));
-    free(ptr);
+    size_t len = *(size_t *)(ret + 4);
+    PyObject *out = unpack_reply(ptr, len);
+    if (len > 0) free(ptr); /* zero bytes: cabi_realloc's non-pointer, not malloc'd */
     return out;
 }
 

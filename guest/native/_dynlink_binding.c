@@ -80,7 +80,9 @@ static PyObject *invoke(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DecRef(message);
         }
     }
-    free(ptr);
+    /* An empty list or string may sit at the non-pointer cabi_realloc
+     * returns for zero bytes; only a non-empty one was malloc'd. */
+    if (len > 0) free(ptr);
     return out;
 }
 
