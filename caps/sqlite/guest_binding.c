@@ -72,6 +72,10 @@ static void text_free(text_buf *b) {
 }
 
 static int text_reserve(text_buf *b, size_t more) {
+    if (more > SIZE_MAX / 2 - b->len) { /* size_t is 32 bits here: never wrap */
+        PyErr_NoMemory();
+        return -1;
+    }
     if (b->len + more <= b->cap) return 0;
     size_t cap = b->cap * 2 > b->len + more ? b->cap * 2 : b->len + more;
     uint8_t *p = b->p == b->small ? malloc(cap) : realloc(b->p, cap);
@@ -86,6 +90,10 @@ static int text_reserve(text_buf *b, size_t more) {
 }
 
 static int put(text_buf *b, const uint8_t *bytes, size_t n) {
+    if (n > SIZE_MAX / 4) {
+        PyErr_NoMemory();
+        return -1;
+    }
     if (text_reserve(b, 2 * n) < 0) return -1;
     uint8_t *w = b->p + b->len;
     for (size_t i = 0; i < n; i++) {
