@@ -75,21 +75,26 @@ def home(pylon: Pylon, monkeypatch: pytest.MonkeyPatch) -> Pylon:
     return pylon
 
 
-@pytest.fixture(scope="session")
-def sqlite_dynlink_plan(pylon: Pylon, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A plan running a lean guest (no embedded sqlite) with the sqlite cap's
-    generated dynlink face, built from caps/sqlite and trusted by digest: there
-    ``pylon_guest.sqlite`` goes through the generated proxy."""
+def lean_dynlink_plan(pylon: Pylon, folder: Path, cap: str) -> Path:
+    """A plan in ``folder`` running the lean guest (no embedded cap) with
+    ``cap``'s dynlink face, built from caps/<cap>; both trusted by digest."""
     from pylon.build import caps, guest
 
     lean = guest.build_guest(embed=())
-    built = caps.build_cap(REPO / "caps" / "sqlite")
-    plan = tmp_path_factory.mktemp("sqlite-dynlink") / "plan.json"
+    built = caps.build_cap(REPO / "caps" / cap)
+    plan = folder / "plan.json"
     pylon.composectl("plan", "new", str(plan), "--guest", str(lean.path), check=True)
-    pylon.composectl("plan", "add", str(plan), "sqlite", str(built.path), check=True)
-    pylon.composectl("trust", "allow", "sqlite", built.digest, check=True)
+    pylon.composectl("plan", "add", str(plan), cap, str(built.path), check=True)
+    pylon.composectl("trust", "allow", cap, built.digest, check=True)
     pylon.composectl("trust", "allow", "--guest", lean.digest, check=True)
     return plan
+
+
+@pytest.fixture(scope="session")
+def sqlite_dynlink_plan(pylon: Pylon, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lean guest with the sqlite cap's generated dynlink face: there
+    ``pylon_guest.sqlite`` goes through the generated proxy."""
+    return lean_dynlink_plan(pylon, tmp_path_factory.mktemp("sqlite-dynlink"), "sqlite")
 
 
 @pytest.fixture(params=["embedded", "dynlink"])

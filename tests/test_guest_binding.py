@@ -21,7 +21,7 @@ from pathlib import Path
 import crc32c as reference
 import pytest
 
-from conftest import REPO, Pylon
+from conftest import REPO, Pylon, lean_dynlink_plan
 from pylon import paths
 from pylon.build import guest_binding, manifest
 from pylon.errors import BuildError
@@ -160,16 +160,7 @@ def test_a_forged_handle_kills_only_that_run(pylon: Pylon, forged: str) -> None:
 @pytest.fixture(scope="module")
 def lean_plan(pylon: Pylon, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A plan running the lean guest (no embedded cap) with crc32c by dynlink."""
-    from pylon.build import caps, guest
-
-    lean = guest.build_guest(embed=())
-    built = caps.build_cap(REPO / "caps" / "crc32c")
-    plan = tmp_path_factory.mktemp("lean") / "plan.json"
-    pylon.composectl("plan", "new", str(plan), "--guest", str(lean.path), check=True)
-    pylon.composectl("plan", "add", str(plan), "crc32c", str(built.path), check=True)
-    pylon.composectl("trust", "allow", "crc32c", built.digest, check=True)
-    pylon.composectl("trust", "allow", "--guest", lean.digest, check=True)
-    return plan
+    return lean_dynlink_plan(pylon, tmp_path_factory.mktemp("lean"), "crc32c")
 
 
 def test_a_guest_without_crc32c_embedded_has_no_crc32c_binding(pylon: Pylon, lean_plan: Path) -> None:

@@ -64,4 +64,17 @@ static inline int pylon_handle_arg(PyObject *obj, int32_t *handle) {
     return 0;
 }
 
+/* Defines extension module `name` (an identifier: the module's name, as in
+ * [embedded.binding].module) with its PyMethodDef table `methods` and the
+ * PyInit_<name> the importer calls. One per binding, at the end of its file:
+ *     PYLON_BINDING_MODULE(_crc32c_binding, "crc32c from C.", methods)
+ * Single-phase initialisation: the guest has one interpreter. */
+#define PYLON_BINDING_MODULE(name, doc, methods)                                                          \
+    static PyModuleDef pylon_binding_module = {                                                           \
+        PYLON_MODULEDEF_HEAD_INIT, #name, doc, -1, methods, NULL, NULL, NULL, NULL,                       \
+    };                                                                                                    \
+    __attribute__((visibility("default"))) PyObject *PyInit_##name(void) {                               \
+        return PyModule_Create2(&pylon_binding_module, PYLON_PYTHON_ABI_VERSION);                         \
+    }
+
 #endif

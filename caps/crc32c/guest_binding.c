@@ -54,11 +54,4 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyModuleDef module = {
-    PYLON_MODULEDEF_HEAD_INIT, "_crc32c_binding", "crc32c over the typed import, called from C.", -1, methods,
-    NULL, NULL, NULL, NULL,
-};
-
-__attribute__((visibility("default"))) PyObject *PyInit__crc32c_binding(void) {
-    return PyModule_Create2(&module, PYLON_PYTHON_ABI_VERSION);
-}
+PYLON_BINDING_MODULE(_crc32c_binding, "crc32c over the typed import, called from C.", methods)

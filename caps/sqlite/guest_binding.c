@@ -347,11 +347,4 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyModuleDef module = {
-    PYLON_MODULEDEF_HEAD_INIT, "_sqlite_binding", "sqlite's run-packed, called from C.", -1, methods,
-    NULL, NULL, NULL, NULL,
-};
-
-__attribute__((visibility("default"))) PyObject *PyInit__sqlite_binding(void) {
-    return PyModule_Create2(&module, PYLON_PYTHON_ABI_VERSION);
-}
+PYLON_BINDING_MODULE(_sqlite_binding, "sqlite's run-packed, called from C.", methods)

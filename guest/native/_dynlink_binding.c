@@ -92,11 +92,4 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyModuleDef module = {
-    PYLON_MODULEDEF_HEAD_INIT, "_dynlink_binding", "compose:dynlink's instance.invoke, called from C.", -1, methods,
-    NULL, NULL, NULL, NULL,
-};
-
-__attribute__((visibility("default"))) PyObject *PyInit__dynlink_binding(void) {
-    return PyModule_Create2(&module, PYLON_PYTHON_ABI_VERSION);
-}
+PYLON_BINDING_MODULE(_dynlink_binding, "compose:dynlink's instance.invoke, called from C.", methods)
