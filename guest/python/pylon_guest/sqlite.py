@@ -355,6 +355,11 @@ class _Statement:
         self.in_use = False
         self.cached = False
 
+    def run_values(self, params: Any, max_rows: int) -> Any:
+        """:meth:`run` for what :attr:`run_params` cannot pack: ``params``
+        checked and cleaned as sqlite3 does (:meth:`values`), then packed."""
+        return _loads(self.run_packed(_pack(self.values(params)), max_rows))
+
     def _run_params(self, params: Any, max_rows: int) -> Any:
         """``params`` (a tuple or list) marshalled, run, the reply unmarshalled;
         ValueError when marshal cannot write a value."""
@@ -393,9 +398,9 @@ class _Statement:
             try:
                 out = self.run_params(params, max_rows)
             except ValueError:  # not marshallable: a type the cap does not take
-                out = _loads(self.run_packed(_pack(self.values(params)), max_rows))
+                out = self.run_values(params, max_rows)
         else:
-            out = _loads(self.run_packed(_pack(self.values(params)), max_rows))
+            out = self.run_values(params, max_rows)
         if out[0] is None:
             return self.failed(out, params, max_rows)
         return out
@@ -406,7 +411,7 @@ class _Statement:
         cleaned values); anything else is raised."""
         _, code, message, _ = out
         if code == 21 and message.startswith("pylon-packed:"):
-            out = _loads(self.run_packed(_pack(self.values(params)), max_rows))
+            out = self.run_values(params, max_rows)
             if out[0] is not None:
                 return out
             _, code, message, _ = out
@@ -528,11 +533,9 @@ class Cursor:
                 try:
                     rows, done, changes, lastrowid = stmt.run_params(parameters, _FIRST_BATCH)
                 except ValueError:  # not marshallable: a type the cap does not take
-                    rows, done, changes, lastrowid = _loads(stmt.run_packed(_pack(stmt.values(parameters)),
-                                                                            _FIRST_BATCH))
+                    rows, done, changes, lastrowid = stmt.run_values(parameters, _FIRST_BATCH)
             else:
-                rows, done, changes, lastrowid = _loads(stmt.run_packed(_pack(stmt.values(parameters)),
-                                                                        _FIRST_BATCH))
+                rows, done, changes, lastrowid = stmt.run_values(parameters, _FIRST_BATCH)
             if rows is None:
                 rows, done, changes, lastrowid = stmt.failed((rows, done, changes, lastrowid), parameters,
                                                              _FIRST_BATCH)
