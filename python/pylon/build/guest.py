@@ -206,12 +206,12 @@ def build_guest(*, embed: Iterable[str] | None = None, force: bool = False,
         BuildError: a tool failed, or ``embed`` names a cap that cannot be embedded.
     """
     embed = check_embed((stock_embedded() if variant is None else ()) if embed is None else embed)
+    if embed and variant is not None:
+        raise BuildError("a guest variant cannot embed caps")
     # C bindings (pylon/build/guest_binding.py): compose:dynlink's invoke in
     # every guest, and below each embedded cap's, which imports its cap's
     # interface and so goes on componentize-py's path only when embedded.
     bindings: list[Path] = [build_dynlink_binding()]
-    if embed and variant is not None:
-        raise BuildError("a guest variant cannot embed caps")
     root = paths.SOURCE_ROOT
     items: list[Path] = [root / "guest", root / "wit", wit.wasi_wit_dir(),
                          root / "python" / "pylon" / "build" / "wasm_listfree.py"]
