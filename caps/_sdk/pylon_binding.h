@@ -55,6 +55,23 @@ static inline void pylon_bytes_arg_release(pylon_bytes_arg *arg) {
     if (arg->copy != NULL) Py_DecRef(arg->copy);
 }
 
+/* Frees a list or string the host placed through pylon_binding_cabi_realloc
+ * (`len` its length in bytes): an empty one sits at the non-pointer the
+ * allocator returns for zero bytes and must not reach free(). */
+static inline void pylon_result_free(void *ptr, size_t len) {
+    if (len > 0) free(ptr);
+}
+
+/* A u32 argument: an int in 0..2**32-1 (unsigned long is 32 bits here), or
+ * OverflowError / TypeError as Python's own conversions raise. Returns 0, or
+ * -1 with a Python exception set. */
+static inline int pylon_u32_arg(PyObject *obj, uint32_t *out) {
+    unsigned long value = PyLong_AsUnsignedLong(obj);
+    if (value == (unsigned long)-1 && PyErr_Occurred()) return -1;
+    *out = (uint32_t)value;
+    return 0;
+}
+
 /* A resource handle (the `handle` attribute of a componentize-py resource
  * object). Returns 0, or -1 with a Python exception set. */
 static inline int pylon_handle_arg(PyObject *obj, int32_t *handle) {

@@ -17,14 +17,11 @@ __attribute__((import_module("pylon:crc32c/crc32c@0.1.0"), import_name("update")
 extern uint32_t pylon_crc32c_import_update(uint32_t crc, const uint8_t *data, size_t len);
 
 static PyObject *checksum(PyObject *data, PyObject *crc_obj) {
-    unsigned long crc = 0;
-    if (crc_obj != NULL) {
-        crc = PyLong_AsUnsignedLong(crc_obj);
-        if (crc == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    }
+    uint32_t crc = 0;
+    if (crc_obj != NULL && pylon_u32_arg(crc_obj, &crc) < 0) return NULL;
     pylon_bytes_arg bytes;
     if (pylon_bytes_arg_get(data, &bytes) < 0) return NULL;
-    uint32_t out = pylon_crc32c_import_update((uint32_t)crc, bytes.view.buf, (size_t)bytes.view.len);
+    uint32_t out = pylon_crc32c_import_update(crc, bytes.view.buf, (size_t)bytes.view.len);
     pylon_bytes_arg_release(&bytes);
     return PyLong_FromUnsignedLong(out);
 }

@@ -28,14 +28,14 @@ static PyObject *run_packed(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_ssize_t params_len;
     const char *params = PyUnicode_AsUTF8AndSize(args[1], &params_len);
     if (params == NULL) return NULL;
-    unsigned long max_rows = PyLong_AsUnsignedLong(args[2]);
-    if (max_rows == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    uint32_t max_rows;
+    if (pylon_u32_arg(args[2], &max_rows) < 0) return NULL;
     _Alignas(4) uint8_t ret[8];
-    pylon_sqlite_import_run_packed(handle, params, (size_t)params_len, (uint32_t)max_rows, ret);
+    pylon_sqlite_import_run_packed(handle, params, (size_t)params_len, max_rows, ret);
     char *ptr = *(char **)ret;
     size_t len = *(size_t *)(ret + 4);
     PyObject *out = PyBytes_FromStringAndSize(ptr, (Py_ssize_t)len);
-    if (len > 0) free(ptr); /* zero bytes: cabi_realloc's non-pointer, not malloc'd */
+    pylon_result_free(ptr, len);
     return out;
 }
 
@@ -286,8 +286,8 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) return PyErr_Format(PyExc_TypeError, "run() takes 3 arguments (%zd given)", nargs);
     int32_t handle;
     if (pylon_handle_arg(args[0], &handle) < 0) return NULL;
-    unsigned long max_rows = PyLong_AsUnsignedLong(args[2]);
-    if (max_rows == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    uint32_t max_rows;
+    if (pylon_u32_arg(args[2], &max_rows) < 0) return NULL;
     text_buf text;
     text_init(&text);
     if (pack_params(&text, args[1]) < 0) {
@@ -295,12 +295,12 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         return NULL;
     }
     _Alignas(4) uint8_t ret[8];
-    pylon_sqlite_import_run_packed(handle, (const char *)text.p, text.len, (uint32_t)max_rows, ret);
+    pylon_sqlite_import_run_packed(handle, (const char *)text.p, text.len, max_rows, ret);
     text_free(&text);
     uint8_t *ptr = *(uint8_t **)ret;
     size_t len = *(size_t *)(ret + 4);
     PyObject *out = unpack_reply(ptr, len);
-    if (len > 0) free(ptr); /* zero bytes: cabi_realloc's non-pointer, not malloc'd */
+    pylon_result_free(ptr, len);
     return out;
 }
 

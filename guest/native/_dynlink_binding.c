@@ -80,9 +80,7 @@ static PyObject *invoke(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DecRef(message);
         }
     }
-    /* An empty list or string may sit at the non-pointer cabi_realloc
-     * returns for zero bytes; only a non-empty one was malloc'd. */
-    if (len > 0) free(ptr);
+    pylon_result_free(ptr, len);
     return out;
 }
 
