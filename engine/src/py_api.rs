@@ -77,7 +77,6 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// The linked guest for `digest` (verified or authenticated on first use).
     /// Starts an instance of `prepared` for `run`: the spare made ahead when
     /// there is one, and has the next one made ahead meanwhile (for a caller
     /// that runs again: `Guest.run`, `run_guest(ahead=True)`).
@@ -93,6 +92,7 @@ impl Engine {
         LiveGuest::launch(&self.shared, &self.provider_linkers, prepared, spare, run)
     }
 
+    /// The linked guest for `digest` (verified or authenticated on first use).
     fn prepare(
         &self,
         path: &std::path::Path,
