@@ -85,13 +85,27 @@ static inline int pylon_handle_arg(PyObject *obj, int32_t *handle) {
  * [embedded.binding].module) with its PyMethodDef table `methods` and the
  * PyInit_<name> the importer calls. One per binding, at the end of its file:
  *     PYLON_BINDING_MODULE(_crc32c_binding, "crc32c from C.", methods)
+ * PYLON_BINDING_MODULE_WITH also runs `int setup(PyObject *module)` on the
+ * new module (to add types); a negative return fails the import.
  * Single-phase initialisation: the guest has one interpreter. */
-#define PYLON_BINDING_MODULE(name, doc, methods)                                                          \
+#define PYLON_BINDING_MODULE_WITH(name, doc, methods, setup)                                              \
     static PyModuleDef pylon_binding_module = {                                                           \
         PYLON_MODULEDEF_HEAD_INIT, #name, doc, -1, methods, NULL, NULL, NULL, NULL,                       \
     };                                                                                                    \
     __attribute__((visibility("default"))) PyObject *PyInit_##name(void) {                               \
-        return PyModule_Create2(&pylon_binding_module, PYLON_PYTHON_ABI_VERSION);                         \
+        PyObject *module = PyModule_Create2(&pylon_binding_module, PYLON_PYTHON_ABI_VERSION);             \
+        if (module != NULL && (setup)(module) < 0) {                                                      \
+            Py_DecRef(module);                                                                            \
+            return NULL;                                                                                  \
+        }                                                                                                 \
+        return module;                                                                                    \
     }
+
+static inline int pylon_binding_no_setup(PyObject *module) {
+    (void)module;
+    return 0;
+}
+#define PYLON_BINDING_MODULE(name, doc, methods) \
+    PYLON_BINDING_MODULE_WITH(name, doc, methods, pylon_binding_no_setup)
 
 #endif

@@ -131,6 +131,62 @@ PyObject *PyList_GetItem(PyObject *list, Py_ssize_t i);
 extern PyObject PyLong_Type, PyFloat_Type, PyUnicode_Type, PyBytes_Type, PyBool_Type, PyTuple_Type, PyList_Type;
 #define PYLON_TYPE(obj) (((PyObject_HEAD_T *)(obj))->ob_type)
 
+PyObject *PyObject_VectorcallMethod(PyObject *name, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+PyObject *PyUnicode_InternFromString(const char *s);
+int PyObject_IsTrue(PyObject *obj);
+extern PyObject *PyExc_ValueError;
+extern PyObject PyDict_Type;
+PyObject *PyDict_GetItemWithError(PyObject *dict, PyObject *key);
+Py_ssize_t PyDict_Size(PyObject *dict);
+PyObject *PyObject_GetAttrString(PyObject *obj, const char *name);
+int PyModule_AddObjectRef(PyObject *module, const char *name, PyObject *value);
+
+/* Types defined by a binding (PyType_FromSpec; Include/object.h,
+ * Include/typeslots.h, Include/descrobject.h). */
+typedef struct _typeobject PyTypeObject;
+typedef struct {
+    int slot;
+    void *pfunc;
+} PyType_Slot;
+typedef struct {
+    const char *name;
+    int basicsize;
+    int itemsize;
+    unsigned int flags;
+    PyType_Slot *slots;
+} PyType_Spec;
+#define Py_tp_clear 51
+#define Py_tp_dealloc 52
+#define Py_tp_doc 56
+#define Py_tp_init 60
+#define Py_tp_methods 64
+#define Py_tp_new 65
+#define Py_tp_traverse 71
+#define Py_tp_members 72
+#define Py_tp_free 74
+#define Py_TPFLAGS_BASETYPE (1UL << 10)
+#define Py_TPFLAGS_HAVE_GC (1UL << 14)
+#define Py_TPFLAGS_DEFAULT (1UL << 18) /* Py_TPFLAGS_HAVE_VERSION_TAG */
+#define METH_NOARGS 0x0004
+typedef struct {
+    const char *name;
+    int type;
+    Py_ssize_t offset;
+    int flags;
+    const char *doc;
+} PyMemberDef;
+#define Py_T_INT 1
+#define Py_T_OBJECT 6 /* NULL reads as None */
+#define Py_T_BOOL 14
+#define Py_T_PYSSIZET 19
+#define Py_READONLY 1
+typedef int (*visitproc)(PyObject *obj, void *arg);
+PyObject *PyType_FromSpec(PyType_Spec *spec);
+PyObject *PyType_GenericAlloc(PyTypeObject *type, Py_ssize_t nitems);
+void *PyType_GetSlot(PyTypeObject *type, int slot);
+int PyType_IsSubtype(PyTypeObject *a, PyTypeObject *b);
+void PyObject_GC_UnTrack(void *obj);
+
 /* Beyond the stable ABI: marshal's C entry points (Include/marshal.h), whose
  * signatures have not changed since Python 2. Safe here because the guest's
  * CPython is the one componentize-py bundles, and the guest build accepts
