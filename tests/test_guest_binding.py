@@ -370,3 +370,20 @@ def test_empty_error_messages_are_not_freed_as_blocks() -> None:
     """))
     assert result.exit_code == 0, result.stderr[-3000:]
     assert result.stdout == b"['']\n"
+
+
+def test_sqlite_cursor_in_c_behaves_as_the_python_cursor_and_sqlite3(pylon: Pylon) -> None:
+    # CursorCore.execute / fetchone (caps/sqlite/guest_binding.c) take the
+    # common case from C and hand the rest to the Python cursor. The same
+    # scenario (errors, pending rows, interleaved cursors, row factories,
+    # closed cursors and connections) must read the same three ways.
+    script = REPO / "tests" / "guest_scripts" / "sqlite_cursor_scenario.py"
+    outs = {}
+    for mode in ("builtin", "c", "python"):
+        result = pylon.composectl("run", str(script), mode)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outs[mode] = result.stdout.splitlines()
+    assert outs["c"][:-3] == outs["python"][:-3] == outs["builtin"]
+    assert len(outs["builtin"]) == 29
+    assert outs["c"][-3:] == ["C route: True", "executes through Cursor._execute: 0", "collected: True"]
+    assert outs["python"][-3:] == ["C route: True", "executes through Cursor._execute: 3", "collected: True"]

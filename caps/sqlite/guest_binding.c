@@ -276,21 +276,15 @@ static PyObject *unpack_reply(const uint8_t *data, size_t len) {
     return PyMarshal_ReadObjectFromString((const char *)data, (Py_ssize_t)len);
 }
 
-/* run(handle, params, max_rows) -> (rows, done, changes, lastrowid): what
- * pylon_guest.sqlite does around run-packed, in one C call: pack the
- * parameter tuple or list, make the call, unpack the reply where the host
- * wrote it. A value marshal cannot write raises ValueError, as
+/* Packs the parameter tuple or list `params`, runs statement `handle` for up
+ * to `max_rows` rows and unpacks the reply where the host wrote it: the
+ * (rows, done, changes, lastrowid) tuple, or (None, code, message, 0) for an
+ * error in band. A value marshal cannot write raises ValueError, as
  * marshal.dumps does, and the caller takes its slower route. */
-static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "run() takes 3 arguments (%zd given)", nargs);
-    int32_t handle;
-    if (pylon_handle_arg(args[0], &handle) < 0) return NULL;
-    uint32_t max_rows;
-    if (pylon_u32_arg(args[2], &max_rows) < 0) return NULL;
+static PyObject *run_call(int32_t handle, PyObject *params, uint32_t max_rows) {
     text_buf text;
     text_init(&text);
-    if (pack_params(&text, args[1]) < 0) {
+    if (pack_params(&text, params) < 0) {
         text_free(&text);
         return NULL;
     }
@@ -302,6 +296,18 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     PyObject *out = unpack_reply(ptr, len);
     pylon_result_free(ptr, len);
     return out;
+}
+
+/* run(handle, params, max_rows) -> (rows, done, changes, lastrowid): what
+ * pylon_guest.sqlite does around run-packed, in one C call (run_call). */
+static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "run() takes 3 arguments (%zd given)", nargs);
+    int32_t handle;
+    if (pylon_handle_arg(args[0], &handle) < 0) return NULL;
+    uint32_t max_rows;
+    if (pylon_u32_arg(args[2], &max_rows) < 0) return NULL;
+    return run_call(handle, args[1], max_rows);
 }
 
 /* pack(params) -> bytes and unpack(data) -> object: the two codecs alone,
@@ -337,6 +343,366 @@ static PyObject *unpack(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* --- the DB-API objects' hot state, in C ---------------------------------------
+ * A point select through pylon_guest.sqlite's Python cursor cost ~1.3 us of
+ * interpreted code around the ~1.4 us run() call: the cursor's checks, the
+ * statement cache lookup, eight attribute stores, then fetchone's own. These
+ * three base types hold the state those steps read and write, as C fields
+ * that Python sees as ordinary attributes (member descriptors), so
+ * pylon_guest.sqlite's Connection, _Statement and Cursor subclass them and
+ * keep every other method in Python. CursorCore.execute and .fetchone do the
+ * common case in C: a cached statement, a tuple or list of parameters, rows
+ * already fetched, no row factory. Anything else, and every error, goes to
+ * the subclass's Python _execute / _fetchone, which hold the full rules. */
+
+typedef struct {
+    PyObject_HEAD_T head;
+    PyObject *h;     /* _h: the connection resource; None once closed */
+    PyObject *cache; /* _cache: sql -> _Statement */
+    PyObject *row_factory;
+} ConnectionCore;
+
+typedef struct {
+    PyObject_HEAD_T head;
+    PyObject *description;
+    int handle; /* the embedded statement resource's handle; -1: run it from Python */
+    char is_dml, in_use, cached;
+} StatementCore;
+
+typedef struct {
+    PyObject_HEAD_T head;
+    PyObject *connection, *row_factory, *description, *rowcount, *lastrowid;
+    PyObject *stmt; /* _stmt: the statement with rows still to step, or None */
+    PyObject *rows; /* _rows: the fetched batch; _pos: the next row in it */
+    PyObject *done;
+    Py_ssize_t pos;
+    char closed;
+} CursorCore;
+
+static PyTypeObject *connection_type, *statement_type, *cursor_type;
+static PyObject *empty_tuple, *minus_one, *first_batch_obj;
+static PyObject *name_execute, *name_fetchone, *name_failed;
+/* The first run's row count (set_first_batch); 0 until pylon_guest.sqlite
+ * sets it, and then every execute takes the Python route. */
+static uint32_t first_batch;
+
+#define FIELD(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+static const Py_ssize_t connection_fields[] = {
+    offsetof(ConnectionCore, h), offsetof(ConnectionCore, cache), offsetof(ConnectionCore, row_factory), -1};
+static const Py_ssize_t statement_fields[] = {offsetof(StatementCore, description), -1};
+static const Py_ssize_t cursor_fields[] = {
+    offsetof(CursorCore, connection), offsetof(CursorCore, row_factory), offsetof(CursorCore, description),
+    offsetof(CursorCore, rowcount),   offsetof(CursorCore, lastrowid),   offsetof(CursorCore, stmt),
+    offsetof(CursorCore, rows),       offsetof(CursorCore, done),        -1};
+
+static int traverse_fields(PyObject *self, visitproc visit, void *arg, const Py_ssize_t *fields) {
+    for (; *fields >= 0; fields++) {
+        PyObject *v = FIELD(self, *fields);
+        if (v != NULL) {
+            int rc = visit(v, arg);
+            if (rc) return rc;
+        }
+    }
+    /* A heap type's instances hold a reference to it. */
+    return visit((PyObject *)PYLON_TYPE(self), arg);
+}
+
+static int clear_fields(PyObject *self, const Py_ssize_t *fields) {
+    for (; *fields >= 0; fields++) {
+        PyObject *v = FIELD(self, *fields);
+        FIELD(self, *fields) = NULL;
+        if (v != NULL) Py_DecRef(v);
+    }
+    return 0;
+}
+
+static void dealloc_fields(PyObject *self, const Py_ssize_t *fields) {
+    PyTypeObject *type = PYLON_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    clear_fields(self, fields);
+    ((void (*)(void *))PyType_GetSlot(type, Py_tp_free))(self);
+    Py_DecRef((PyObject *)type);
+}
+
+/* Stores `value` (a new reference taken here) in a field. */
+static void set_field(PyObject **field, PyObject *value) {
+    PyObject *old = *field;
+    Py_IncRef(value);
+    *field = value;
+    if (old != NULL) Py_DecRef(old);
+}
+
+static int is_a(PyObject *obj, PyTypeObject *type) {
+    PyTypeObject *t = PYLON_TYPE(obj);
+    return t == type || PyType_IsSubtype(t, type);
+}
+
+static int connection_traverse(PyObject *self, visitproc visit, void *arg) {
+    return traverse_fields(self, visit, arg, connection_fields);
+}
+static int connection_clear(PyObject *self) { return clear_fields(self, connection_fields); }
+static void connection_dealloc(PyObject *self) { dealloc_fields(self, connection_fields); }
+
+static int statement_traverse(PyObject *self, visitproc visit, void *arg) {
+    return traverse_fields(self, visit, arg, statement_fields);
+}
+static int statement_clear(PyObject *self) { return clear_fields(self, statement_fields); }
+static void statement_dealloc(PyObject *self) { dealloc_fields(self, statement_fields); }
+
+static PyObject *statement_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    (void)args, (void)kwargs;
+    StatementCore *self = (StatementCore *)PyType_GenericAlloc(type, 0);
+    if (self != NULL) self->handle = -1;
+    return (PyObject *)self;
+}
+
+static int cursor_traverse(PyObject *self, visitproc visit, void *arg) {
+    return traverse_fields(self, visit, arg, cursor_fields);
+}
+static int cursor_clear(PyObject *self) { return clear_fields(self, cursor_fields); }
+static void cursor_dealloc(PyObject *self) { dealloc_fields(self, cursor_fields); }
+
+static int is_none(PyObject *obj) { return obj == NULL || obj == Py_None; }
+
+/* A new cursor's state: as sqlite3's, no statement and no rows. */
+static PyObject *cursor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    (void)args, (void)kwargs;
+    CursorCore *self = (CursorCore *)PyType_GenericAlloc(type, 0);
+    if (self == NULL) return NULL;
+    set_field(&self->rowcount, minus_one);
+    set_field(&self->rows, empty_tuple);
+    set_field(&self->done, Py_True);
+    return (PyObject *)self;
+}
+
+
+/* Cursor(connection): the connection, and its row factory at this moment. */
+static int cursor_init(PyObject *op, PyObject *args, PyObject *kwargs) {
+    CursorCore *self = (CursorCore *)op;
+    if (PyTuple_Size(args) != 1 || (kwargs != NULL && PyDict_Size(kwargs) != 0)) {
+        PyErr_Format(PyExc_TypeError, "Cursor() takes one argument, the connection");
+        return -1;
+    }
+    PyObject *conn = PyTuple_GetItem(args, 0);
+    PyObject *factory;
+    if (is_a(conn, connection_type)) {
+        factory = ((ConnectionCore *)conn)->row_factory;
+        Py_IncRef(factory = factory != NULL ? factory : Py_None);
+    } else if ((factory = PyObject_GetAttrString(conn, "row_factory")) == NULL) {
+        return -1;
+    }
+    set_field(&self->connection, conn);
+    set_field(&self->row_factory, factory);
+    Py_DecRef(factory);
+    return 0;
+}
+
+/* self.<name>(*args, **kwargs): the Python route, for whatever the C one
+ * does not take. */
+static PyObject *python_route(PyObject *self, PyObject *name, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames) {
+    PyObject *all[8];
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_Size(kwnames) : 0;
+    if (nargs + nkw + 1 > (Py_ssize_t)(sizeof all / sizeof all[0]))
+        return PyErr_Format(PyExc_TypeError, "too many arguments (%zd given)", nargs + nkw);
+    all[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++) all[i + 1] = args[i];
+    return PyObject_VectorcallMethod(name, all, (size_t)(nargs + 1), kwnames);
+}
+
+/* The reply's four items, checked: a 4-tuple, as the cap sends it. */
+static PyObject *reply_item(PyObject *out, Py_ssize_t i) {
+    if (PYLON_TYPE(out) != &PyTuple_Type || PyTuple_Size(out) != 4) {
+        PyErr_Format(PyExc_RuntimeError, "the sqlite cap sent a malformed reply");
+        return NULL;
+    }
+    return PyTuple_GetItem(out, i);
+}
+
+/* Cursor.execute(sql, parameters=()): the statement run from C when it is
+ * cached and free, the parameters are a tuple or list and the cursor holds
+ * no statement; else Cursor._execute. */
+static PyObject *cursor_execute(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    CursorCore *self = (CursorCore *)op;
+    if (kwnames != NULL || nargs < 1 || nargs > 2 || first_batch == 0 || self->closed || !is_none(self->stmt))
+        return python_route(op, name_execute, args, nargs, kwnames);
+    PyObject *sql = args[0], *params = nargs == 2 ? args[1] : empty_tuple;
+    void *ptype = PYLON_TYPE(params);
+    ConnectionCore *conn = (ConnectionCore *)self->connection;
+    if (PYLON_TYPE(sql) != &PyUnicode_Type || (ptype != &PyTuple_Type && ptype != &PyList_Type) || conn == NULL ||
+        !is_a((PyObject *)conn, connection_type) || is_none(conn->h) || conn->cache == NULL ||
+        PYLON_TYPE(conn->cache) != &PyDict_Type)
+        return python_route(op, name_execute, args, nargs, kwnames);
+    StatementCore *stmt = (StatementCore *)PyDict_GetItemWithError(conn->cache, sql);
+    if (stmt == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        return python_route(op, name_execute, args, nargs, kwnames);
+    }
+    if (!is_a((PyObject *)stmt, statement_type) || stmt->in_use || !stmt->cached || stmt->handle < 0)
+        return python_route(op, name_execute, args, nargs, kwnames);
+    Py_IncRef((PyObject *)stmt);
+    PyObject *out = run_call(stmt->handle, params, first_batch);
+    if (out == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
+        /* Not marshallable: nothing ran; _execute checks and cleans the values. */
+        PyErr_Clear();
+        Py_DecRef((PyObject *)stmt);
+        return python_route(op, name_execute, args, nargs, kwnames);
+    }
+    PyObject *rows = out != NULL ? reply_item(out, 0) : NULL;
+    if (rows == Py_None) {
+        /* The error in band: _Statement.failed binds cleaned values or raises. */
+        PyObject *fargs[4] = {(PyObject *)stmt, out, params, first_batch_obj};
+        PyObject *again = PyObject_VectorcallMethod(name_failed, fargs, 4, NULL);
+        Py_DecRef(out);
+        out = again;
+        rows = out != NULL ? reply_item(out, 0) : NULL;
+    }
+    if (rows == NULL) {
+        set_field(&self->rowcount, minus_one);
+        if (out != NULL) Py_DecRef(out);
+        Py_DecRef((PyObject *)stmt);
+        return NULL;
+    }
+    PyObject *done = PyTuple_GetItem(out, 1);
+    int finished = PyObject_IsTrue(done);
+    if (finished < 0) {
+        set_field(&self->rowcount, minus_one);
+        Py_DecRef(out);
+        Py_DecRef((PyObject *)stmt);
+        return NULL;
+    }
+    set_field(&self->description, stmt->description != NULL ? stmt->description : Py_None);
+    set_field(&self->lastrowid, PyTuple_GetItem(out, 3));
+    set_field(&self->rows, rows);
+    self->pos = 0;
+    set_field(&self->done, done);
+    if (finished) {
+        /* A cached statement stays in the cache: nothing to give back. */
+        set_field(&self->rowcount, stmt->is_dml ? PyTuple_GetItem(out, 2) : minus_one);
+    } else {
+        set_field(&self->rowcount, minus_one);
+        stmt->in_use = 1;
+        set_field(&self->stmt, (PyObject *)stmt);
+    }
+    Py_DecRef(out);
+    Py_DecRef((PyObject *)stmt);
+    Py_IncRef(op);
+    return op;
+}
+
+/* Cursor.fetchone(): the next fetched row from C when there is one and no
+ * row factory; else Cursor._fetchone. */
+static PyObject *cursor_fetchone(PyObject *op, PyObject *unused) {
+    (void)unused;
+    CursorCore *self = (CursorCore *)op;
+    ConnectionCore *conn = (ConnectionCore *)self->connection;
+    if (!self->closed && is_none(self->row_factory) && conn != NULL && is_a((PyObject *)conn, connection_type) &&
+        !is_none(conn->h) && self->rows != NULL && PYLON_TYPE(self->rows) == &PyList_Type && self->pos >= 0 &&
+        self->pos < PyList_Size(self->rows)) {
+        PyObject *row = PyList_GetItem(self->rows, self->pos);
+        Py_IncRef(row);
+        self->pos++;
+        return row;
+    }
+    return PyObject_VectorcallMethod(name_fetchone, &op, 1, NULL);
+}
+
+static PyMemberDef connection_members[] = {
+    {"_h", Py_T_OBJECT, offsetof(ConnectionCore, h), 0, NULL},
+    {"_cache", Py_T_OBJECT, offsetof(ConnectionCore, cache), 0, NULL},
+    {"row_factory", Py_T_OBJECT, offsetof(ConnectionCore, row_factory), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+static PyMemberDef statement_members[] = {
+    {"description", Py_T_OBJECT, offsetof(StatementCore, description), 0, NULL},
+    {"handle", Py_T_INT, offsetof(StatementCore, handle), 0, NULL},
+    {"is_dml", Py_T_BOOL, offsetof(StatementCore, is_dml), 0, NULL},
+    {"in_use", Py_T_BOOL, offsetof(StatementCore, in_use), 0, NULL},
+    {"cached", Py_T_BOOL, offsetof(StatementCore, cached), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+static PyMemberDef cursor_members[] = {
+    {"connection", Py_T_OBJECT, offsetof(CursorCore, connection), 0, NULL},
+    {"row_factory", Py_T_OBJECT, offsetof(CursorCore, row_factory), 0, NULL},
+    {"description", Py_T_OBJECT, offsetof(CursorCore, description), 0, NULL},
+    {"rowcount", Py_T_OBJECT, offsetof(CursorCore, rowcount), 0, NULL},
+    {"lastrowid", Py_T_OBJECT, offsetof(CursorCore, lastrowid), 0, NULL},
+    {"_stmt", Py_T_OBJECT, offsetof(CursorCore, stmt), 0, NULL},
+    {"_rows", Py_T_OBJECT, offsetof(CursorCore, rows), 0, NULL},
+    {"_done", Py_T_OBJECT, offsetof(CursorCore, done), 0, NULL},
+    {"_pos", Py_T_PYSSIZET, offsetof(CursorCore, pos), 0, NULL},
+    {"_closed", Py_T_BOOL, offsetof(CursorCore, closed), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+static PyMethodDef cursor_methods[] = {
+    {"execute", (void *)cursor_execute, METH_FASTCALL | METH_KEYWORDS,
+     "execute(sql, parameters=()) -> Cursor: runs one statement with parameters (a sequence for ?, "
+     "a mapping for named parameters)"},
+    {"fetchone", (void *)cursor_fetchone, METH_NOARGS, "fetchone() -> the next row, or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot connection_slots[] = {
+    {Py_tp_doc, "The C state under pylon_guest.sqlite.Connection."},
+    {Py_tp_members, connection_members}, {Py_tp_traverse, connection_traverse},
+    {Py_tp_clear, connection_clear},     {Py_tp_dealloc, connection_dealloc},
+    {0, NULL},
+};
+static PyType_Slot statement_slots[] = {
+    {Py_tp_doc, "The C state under pylon_guest.sqlite._Statement."},
+    {Py_tp_members, statement_members}, {Py_tp_new, statement_new},
+    {Py_tp_traverse, statement_traverse}, {Py_tp_clear, statement_clear},
+    {Py_tp_dealloc, statement_dealloc}, {0, NULL},
+};
+static PyType_Slot cursor_slots[] = {
+    {Py_tp_doc, "The C state and fast paths under pylon_guest.sqlite.Cursor."},
+    {Py_tp_members, cursor_members},   {Py_tp_methods, cursor_methods}, {Py_tp_new, cursor_new},
+    {Py_tp_init, cursor_init},
+    {Py_tp_traverse, cursor_traverse}, {Py_tp_clear, cursor_clear},     {Py_tp_dealloc, cursor_dealloc},
+    {0, NULL},
+};
+#define CORE_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC)
+static PyType_Spec connection_spec = {"_sqlite_binding.ConnectionCore", sizeof(ConnectionCore), 0, CORE_FLAGS,
+                                      connection_slots};
+static PyType_Spec statement_spec = {"_sqlite_binding.StatementCore", sizeof(StatementCore), 0, CORE_FLAGS,
+                                     statement_slots};
+static PyType_Spec cursor_spec = {"_sqlite_binding.CursorCore", sizeof(CursorCore), 0, CORE_FLAGS, cursor_slots};
+
+/* set_first_batch(n): the row count of an execute's first run, pylon_guest.sqlite's _FIRST_BATCH. */
+static PyObject *set_first_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 1) return PyErr_Format(PyExc_TypeError, "set_first_batch() takes 1 argument (%zd given)", nargs);
+    uint32_t n;
+    if (pylon_u32_arg(args[0], &n) < 0) return NULL;
+    PyObject *obj = PyLong_FromUnsignedLong(n);
+    if (obj == NULL) return NULL;
+    if (first_batch_obj != NULL) Py_DecRef(first_batch_obj);
+    first_batch_obj = obj;
+    first_batch = n;
+    Py_IncRef(Py_None);
+    return Py_None;
+}
+
+static int add_type(PyObject *module, const char *name, PyType_Spec *spec, PyTypeObject **out) {
+    PyObject *type = PyType_FromSpec(spec);
+    if (type == NULL) return -1;
+    *out = (PyTypeObject *)type; /* the module's reference keeps it; this one is never dropped */
+    return PyModule_AddObjectRef(module, name, type);
+}
+
+static int setup(PyObject *module) {
+    if ((empty_tuple = PyTuple_New(0)) == NULL || (minus_one = PyLong_FromLongLong(-1)) == NULL ||
+        (name_execute = PyUnicode_InternFromString("_execute")) == NULL ||
+        (name_fetchone = PyUnicode_InternFromString("_fetchone")) == NULL ||
+        (name_failed = PyUnicode_InternFromString("failed")) == NULL)
+        return -1;
+    if (add_type(module, "ConnectionCore", &connection_spec, &connection_type) < 0 ||
+        add_type(module, "StatementCore", &statement_spec, &statement_type) < 0 ||
+        add_type(module, "CursorCore", &cursor_spec, &cursor_type) < 0)
+        return -1;
+    return 0;
+}
+
 static PyMethodDef methods[] = {
     {"run_packed", (void *)run_packed, METH_FASTCALL,
      "run_packed(handle, params, max_rows) -> bytes: statement.run-packed of the statement `handle`"},
@@ -344,7 +710,10 @@ static PyMethodDef methods[] = {
      "run(handle, params, max_rows) -> tuple: pack params, run-packed, unpack the reply"},
     {"pack", (void *)pack, METH_FASTCALL, "pack(params) -> bytes: what marshal.dumps(params, 2) gives"},
     {"unpack", (void *)unpack, METH_FASTCALL, "unpack(data) -> object: what marshal.loads(data) gives"},
+    {"set_first_batch", (void *)set_first_batch, METH_FASTCALL,
+     "set_first_batch(n): the rows CursorCore.execute asks of a statement's first run"},
     {NULL, NULL, 0, NULL},
 };
 
-PYLON_BINDING_MODULE(_sqlite_binding, "sqlite's run-packed, called from C.", methods)
+PYLON_BINDING_MODULE_WITH(_sqlite_binding, "sqlite's run-packed, called from C, and the DB-API objects' C state.",
+                          methods, setup)

@@ -183,6 +183,38 @@ _NAMES = {
 }
 
 
+# The state the hot path reads and writes: C fields in the binding (its
+# ConnectionCore, StatementCore and CursorCore, whose execute and fetchone
+# handle the common case in C and call Cursor._execute / _fetchone for the
+# rest), plain attributes without it.
+if _sqlite_binding is not None:
+    _sqlite_binding.set_first_batch(_FIRST_BATCH)
+    _ConnectionCore: Any = _sqlite_binding.ConnectionCore
+    _StatementCore: Any = _sqlite_binding.StatementCore
+    _CursorCore: Any = _sqlite_binding.CursorCore
+else:
+    _ConnectionCore = object
+
+    class _StatementCore:
+        __slots__ = ("description", "handle", "is_dml", "in_use", "cached")
+
+    class _CursorCore:
+        # Defaults at class level: a cursor per Connection.execute() is the
+        # common case, and each attribute set in __init__ costs the guest.
+        description: tuple[tuple[Any, ...], ...] | None = None
+        rowcount = -1
+        lastrowid: int | None = None
+        _stmt: _Statement | None = None
+        _rows: Any = ()
+        _pos = 0
+        _done = True
+        _closed = False
+
+        def __init__(self, connection: Connection):
+            self.connection = connection
+            self.row_factory = connection.row_factory
+
+
 def _error(code: int, message: str) -> Error:
     primary = code & 0xFF
     if primary == 7:
@@ -331,10 +363,10 @@ def _skip_blank(sql: str) -> str:
     return sql[i:]
 
 
-class _Statement:
+class _Statement(_StatementCore):
     """One prepared statement and what the cursor needs to know about it."""
 
-    __slots__ = ("h", "run_packed", "run_params", "is_dml", "description", "_names", "in_use", "cached")
+    __slots__ = ("h", "run_packed", "run_params", "_names")
 
     def __init__(self, conn_h: Any, sql: str):
         self.h = _call(conn_h.prepare, sql)
@@ -342,9 +374,11 @@ class _Statement:
         # (pack, run-packed, unpack) as one C call; the dynlink proxy's
         # statements (and a guest without the binding) do the same in Python.
         if _sqlite_binding is not None and _wit is not None and type(self.h) is _wit.Statement:
+            self.handle = self.h.handle  # CursorCore.execute runs it from C
             self.run_packed = functools.partial(_sqlite_binding.run_packed, self.h.handle)
             self.run_params = functools.partial(_sqlite_binding.run, self.h.handle)
         else:
+            self.handle = -1
             self.run_packed = self.h.run_packed
             self.run_params = self._run_params
         head = _skip_blank(sql)[:7].lower()
@@ -477,24 +511,10 @@ class Row:
         return f"<pylon_guest.sqlite.Row {dict(zip(self.keys(), self._values))!r}>"
 
 
-class Cursor:
+class Cursor(_CursorCore):
     """A DB-API cursor: runs statements and hands out their rows."""
 
-    # Defaults at class level: a cursor per Connection.execute() is the
-    # common case, and each attribute set in __init__ costs the guest.
     arraysize = 1
-    description: tuple[tuple[Any, ...], ...] | None = None
-    rowcount = -1
-    lastrowid: int | None = None
-    _stmt: _Statement | None = None
-    _rows: Any = ()
-    _pos = 0
-    _done = True
-    _closed = False
-
-    def __init__(self, connection: Connection):
-        self.connection = connection
-        self.row_factory = connection.row_factory
 
     def _check(self) -> None:
         if self._closed:
@@ -516,9 +536,11 @@ class Cursor:
         if not stmt.cached:
             _drop(stmt.h)
 
-    def execute(self, sql: str, parameters: Any = ()) -> Cursor:
+    def _execute(self, sql: str, parameters: Any = ()) -> Cursor:
         """Runs one statement with ``parameters`` (a sequence for ``?``, a
-        mapping for named parameters). Returns the cursor."""
+        mapping for named parameters). Returns the cursor. (``execute``: the
+        binding's CursorCore.execute does the common case in C and calls
+        this for the rest.)"""
         conn = self.connection
         if self._closed or conn._h is None:
             self._check()
@@ -627,7 +649,7 @@ class Cursor:
         factory = self.row_factory
         return factory(self, row) if factory is not None else row
 
-    def fetchone(self) -> Any:
+    def _fetchone(self) -> Any:
         if self._closed or self.connection._h is None:
             self._check()
         if self._pos < len(self._rows) and self.row_factory is None:
@@ -635,6 +657,10 @@ class Cursor:
             self._pos += 1
             return row
         return self._next()
+
+    if _sqlite_binding is None:  # else CursorCore's, in C
+        execute = _execute
+        fetchone = _fetchone
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
         self._check()
@@ -688,7 +714,7 @@ class Cursor:
         self._closed = True
 
 
-class Connection:
+class Connection(_ConnectionCore):
     """A DB-API connection. Use :func:`connect`."""
 
     def __init__(self, database: Any, isolation_level: str | None = "", cached_statements: int = _CACHE_SIZE,

@@ -1,0 +1,119 @@
+"""DB-API behaviour of pylon_guest.sqlite's cursor, line by line, for
+tests/test_guest_binding.py: run in the guest with argument ``builtin`` (the
+guest's own sqlite3), ``c`` (the binding's CursorCore fast paths) or
+``python`` (every execute through Cursor._execute), the three outputs must
+be equal but for the last lines, which only the pylon_guest modes print."""
+
+import enum
+import functools
+import gc
+import sqlite3
+import sys
+import weakref
+
+import _sqlite_binding
+from pylon_guest import sqlite as ps
+
+
+class Color(enum.IntEnum):
+    RED = 7
+
+class Name(str):
+    pass
+
+def scenario(m):
+    out = []
+    def rec(label, fn):
+        try:
+            v = fn()
+        except Exception as e:
+            v = ("raise", type(e).__name__)
+        out.append(f"{label}: {v!r}")
+    c = m.connect(":memory:")
+    c.execute("create table t (id integer primary key, name text unique, v real)")
+    cur = c.cursor()
+    insert = "insert into t values (?, ?, ?)"
+    point = "select name, v from t where id = ?"
+    rec("insert", lambda: (cur.execute(insert, (1, "a", 0.5)).rowcount, cur.lastrowid, cur.description))
+    rec("insert list", lambda: (cur.execute(insert, [2, "b", None]).rowcount, cur.lastrowid))
+    rec("many", lambda: c.executemany(insert, [(i, f"n{i}", i / 3) for i in range(3, 300)]).rowcount)
+    rec("dup", lambda: cur.execute(insert, (1, "zz", 1)))
+    rec("after dup", lambda: (cur.rowcount, cur.fetchone()))
+    rec("point", lambda: (cur.execute(point, (5,)).fetchone(), cur.fetchone(), cur.rowcount, cur.description,
+                          cur.lastrowid))
+    rec("point again", lambda: cur.execute(point, (6,)).fetchone())
+    rec("enum+subclass", lambda: (cur.execute("select ?, ?, ?", (Color.RED, Name("x"), True)).fetchone()))
+    rec("bad value", lambda: cur.execute("select ?", (object(),)).fetchone())
+    rec("big int", lambda: cur.execute("select ?", (2 ** 63,)).fetchone())
+    rec("count", lambda: cur.execute("select ?", (1, 2)).fetchone())
+    rec("named", lambda: cur.execute("select :a, :b", {"a": 1, "b": "two"}).fetchone())
+    rec("bytes sql", lambda: cur.execute(b"select 1"))
+    rec("nul sql", lambda: cur.execute("select 1\0"))
+    rec("no params", lambda: cur.execute("select count(*) from t").fetchone())
+    # More rows than the first batch: the statement stays in use.
+    rec("scan head", lambda: [cur.execute("select id from t order by id").fetchone(), cur.fetchone(), cur.fetchone()])
+    other = c.cursor()
+    rec("interleaved", lambda: (other.execute("select id from t order by id").fetchone(), cur.fetchone(),
+                                other.fetchone()))
+    rec("rest", lambda: (len(cur.fetchall()), cur.fetchone(), len(other.fetchmany(100)), other.fetchone()))
+    rec("reexecute pending", lambda: (other.execute("select id from t where id < ?", (3,)).fetchall()))
+    rec("update", lambda: (cur.execute("update t set v = v + 1 where id < ?", (10,)).rowcount, cur.lastrowid))
+    rec("delete", lambda: (cur.execute("delete from t where id > ?", (290,)).rowcount))
+    rec("iterate", lambda: [r for r in cur.execute("select id from t where id < ?", (4,))])
+    c.row_factory = m.Row
+    rc = c.cursor()
+    rec("row", lambda: (lambda r: (tuple(r), r.keys(), r["NAME"]))(rc.execute(point, (2,)).fetchone()))
+    c.row_factory = None
+    rec("factory copied", lambda: type(rc.execute("select 1").fetchone()).__name__)
+    pend = c.cursor()
+    pend.execute("select id from t order by id")
+    pend.fetchone()
+    done = c.cursor()
+    done.execute("select id from t where id = ?", (1,))
+    closed = c.cursor()
+    closed.close()
+    rec("closed cursor", lambda: closed.execute("select 1"))
+    rec("closed cursor fetch", lambda: closed.fetchone())
+    c.close()
+    rec("closed conn fetch pending", lambda: pend.fetchone())
+    rec("closed conn fetch done", lambda: done.fetchone())
+    rec("closed conn execute", lambda: done.execute("select 1"))
+    return out
+
+def c_route_executes():
+    """Cursor._execute calls for three point selects after the first (which
+    prepares and caches the statement): 0 when CursorCore.execute ran them."""
+    calls = []
+    python_route = ps.Cursor._execute
+    ps.Cursor._execute = lambda self, *a: (calls.append(1), python_route(self, *a))[1]
+    try:
+        c = ps.connect(":memory:")
+        c.execute("select ?", (0,)).fetchone()
+        first = len(calls)
+        for i in range(3):
+            c.execute("select ?", (i,)).fetchone()
+        return len(calls) - first
+    finally:
+        ps.Cursor._execute = python_route
+
+
+def collected():
+    c = ps.connect(":memory:")
+    cur = c.cursor()
+    cur.row_factory = functools.partial(lambda owner, cursor, row: row, cur)  # a cycle through a C field
+    ref = weakref.ref(cur)
+    del cur
+    gc.collect()
+    return ref() is None
+
+mode = sys.argv[1]
+if mode == "builtin":
+    lines = scenario(sqlite3)
+else:
+    if mode == "python":
+        _sqlite_binding.set_first_batch(0)
+    lines = scenario(ps)
+    lines.append(f"C route: {ps.Cursor.execute is _sqlite_binding.CursorCore.execute}")
+    lines.append(f"executes through Cursor._execute: {c_route_executes()}")
+    lines.append(f"collected: {collected()}")
+print("\n".join(lines))
