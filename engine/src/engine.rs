@@ -101,7 +101,12 @@ fn pool() -> PoolingAllocationConfig {
         .table_keep_resident(1 << 20)
         // What idle warm slots may keep resident: at most 16 x 16 MiB.
         .max_unused_warm_slots(16)
-        .pagemap_scan(Enabled::Auto);
+        .pagemap_scan(Enabled::Auto)
+        // A run reads its 30 MiB heap image sparsely; Linux's fault-around
+        // mapped 64 KiB per first read, ~6 MiB of each instance's resident
+        // set. Off, each read maps its own page (engine/patches/, the
+        // uffd-no-fault-around patch; docs/benchmarks.md).
+        .memory_image_fault_around(false);
     pool
 }
 
