@@ -387,3 +387,88 @@ def test_sqlite_cursor_in_c_behaves_as_the_python_cursor_and_sqlite3(pylon: Pylo
     assert len(outs["builtin"]) == 29
     assert outs["c"][-3:] == ["C route: True", "executes through Cursor._execute: 0", "collected: True"]
     assert outs["python"][-3:] == ["C route: True", "executes through Cursor._execute: 3", "collected: True"]
+
+
+def test_zstd_binding_gives_what_the_generic_path_gives(pylon: Pylon) -> None:
+    # caps/zstd/guest_binding.c: the host places each result inside the bytes
+    # object returned. Same bytes, same exceptions and messages as the
+    # generic import path (pylon_guest.zstd's dynlink-shaped route), for
+    # every buffer shape, empty input and output, and each error case.
+    out = run_ok(pylon, """
+        import random
+        import _zstd_binding
+        from pylon_guest import zstd
+        b = zstd.backend()
+        print(b.name, b.binding is _zstd_binding)
+
+        def generic(fn, *args):
+            try:
+                return b.call(fn, *args)
+            except zstd.ZstdError as exc:
+                return (type(exc).__name__, str(exc))
+
+        def fast(fn, data, *args):
+            try:
+                return fn(data, *args)
+            except zstd.ZstdError as exc:
+                return (type(exc).__name__, str(exc))
+
+        rng = random.Random(5)
+        agree = []
+        for size in (0, 1, 100, 4096, 70_000, 1 << 20):
+            text = bytes(rng.choice(b"abcde fgh\\n") for _ in range(min(size, 5000))) * max(1, size // 5000)
+            for level in (-5, 1, 3, 19):
+                frame = zstd.compress(text, level)
+                agree.append(frame == generic(b.api.compress, text, level))
+                agree.append(zstd.decompress(frame) == text == generic(b.api.decompress, frame, 1 << 30))
+            odd = b"x" + text + b"y"
+            agree.append(zstd.compress(memoryview(odd)[1:-1], 3) == zstd.compress(bytearray(text), 3)
+                         == generic(b.api.compress, text, 3))
+            strided = memoryview(text + text)[::2]
+            agree.append(zstd.compress(strided, 3) == generic(b.api.compress, bytes(strided), 3))
+        print(all(agree), len(agree))
+        frame = zstd.compress(b"z" * 5000, 3)
+        cases = [(b"nope", 100), (frame[:-2], 1 << 20), (frame, 4999), (frame, 5000), (b"", 0),
+                 (frame + frame[:9], 1 << 20)]
+        for data, limit in cases:
+            a = fast(_zstd_binding.decompress, data, limit)
+            g = generic(b.api.decompress, data, limit)
+            print(a == g, a if isinstance(a, tuple) else len(a))
+        print(fast(_zstd_binding.compress, b"x", 1 << 20) == generic(b.api.compress, b"x", 1 << 20))
+    """, memory_mb=512)
+    lines = out.splitlines()
+    assert lines[0] == "embedded True"
+    assert lines[1] == "True 60"
+    assert lines[2:] == [
+        "True ('CorruptFrameError', 'corrupt zstd data: not a zstd frame (bad magic number or header)')",
+        "True ('CorruptFrameError', 'corrupt zstd data: truncated zstd frame (input ended inside a frame)')",
+        "True ('OutputTooLargeError', 'decompressed output would exceed the limit of 4999 bytes "
+        "(pass a larger max_output if the data is trusted)')",
+        "True 5000",
+        "True 0",
+        "True ('CorruptFrameError', 'corrupt zstd data: truncated zstd frame (input ended inside a frame)')",
+        "True",
+    ]
+
+
+def test_zstd_binding_keeps_no_memory(pylon: Pylon) -> None:
+    # Each result is a bytes object made by the binding's cabi_realloc, and an
+    # error's message is placed in one too. 3,000 results of 256 KiB kept by
+    # a reference too many would be ~750 MiB in a 128 MiB run.
+    out = run_ok(pylon, """
+        from pylon_guest import zstd
+        data = bytes(range(256)) * 1024
+        frame = zstd.compress(data, 1)
+        for _ in range(3000):
+            assert zstd.decompress(frame) == data
+            try:
+                zstd.decompress(frame, max_output=10)
+            except zstd.OutputTooLargeError:
+                pass
+            try:
+                zstd.decompress(frame[:-3])
+            except zstd.CorruptFrameError:
+                pass
+        print("ok")
+    """, memory_mb=128)
+    assert out.strip() == "ok"

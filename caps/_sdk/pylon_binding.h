@@ -11,17 +11,25 @@
 
 #include "pylon_pyabi.h"
 
+/* Where the host's next result goes instead of malloc, when a binding sets
+ * it around an import call: a function returning `size` bytes at `align`,
+ * or NULL (out of memory). sqlite's and crc32c's leave it unset; zstd's
+ * places a returned list<u8> straight inside the bytes object it returns. */
+static void *(*pylon_result_alloc)(size_t size, size_t align);
+
 /* The allocator the host calls to place this module's results (a list or a
  * string it returns): the component model asks each module that lowers such
  * a result for one. libc's realloc, shared with libpython, so what the host
  * wrote is freed with free(); but zero bytes get `align`, a non-pointer (as
  * wit-bindgen's C glue does), so free a result only when it is not empty.
- * Each binding is its own module, so each exports its own. */
+ * Out of memory traps: the host would otherwise write the result at
+ * address 0. Each binding is its own module, so each exports its own. */
 __attribute__((export_name("cabi_realloc")))
 void *pylon_binding_cabi_realloc(void *ptr, size_t old_size, size_t align, size_t new_size) {
     (void)old_size;
     if (new_size == 0) return (void *)align;
-    void *out = realloc(ptr, new_size);
+    void *out = ptr == NULL && pylon_result_alloc != NULL ? pylon_result_alloc(new_size, align)
+                                                           : realloc(ptr, new_size);
     if (out == NULL) abort();
     return out;
 }

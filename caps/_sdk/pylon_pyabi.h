@@ -131,6 +131,9 @@ PyObject *PyList_GetItem(PyObject *list, Py_ssize_t i);
 extern PyObject PyLong_Type, PyFloat_Type, PyUnicode_Type, PyBytes_Type, PyBool_Type, PyTuple_Type, PyList_Type;
 #define PYLON_TYPE(obj) (((PyObject_HEAD_T *)(obj))->ob_type)
 
+PyObject *PyLong_FromUnsignedLongLong(unsigned long long v);
+unsigned long long PyLong_AsUnsignedLongLong(PyObject *obj);
+PyObject *PyUnicode_FromFormat(const char *format, ...);
 PyObject *PyObject_VectorcallMethod(PyObject *name, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 PyObject *PyUnicode_InternFromString(const char *s);
 int PyObject_IsTrue(PyObject *obj);

@@ -55,6 +55,13 @@ try:
     from wit_world.imports import zstd as _wit  # type: ignore[import-not-found]
 except ImportError:
     _wit = None
+# The cap's guest binding (caps/zstd/guest_binding.c): the one-shot calls
+# from C, each result placed by the host straight in the bytes returned.
+# Only a guest that embeds zstd has it.
+try:
+    import _zstd_binding  # type: ignore[import-not-found]
+except ImportError:
+    _zstd_binding = None
 # The embedded import raises componentize-py's Err for a WIT `result`'s
 # error; in a guest the dynlink proxy's Err is the same class.
 try:
@@ -89,6 +96,10 @@ class OutputTooLargeError(ZstdError):
                          "(pass a larger max_output if the data is trusted)")
 
 
+if _zstd_binding is not None:
+    _zstd_binding.set_errors(ZstdError, CorruptFrameError, OutputTooLargeError)
+
+
 class _Backend:
     """The cap's typed API: ``.name`` is "embedded" (the typed import) or
     "dynlink" (the zstd cap's generated proxy, docs/cap-interface.md). Both
@@ -100,9 +111,11 @@ class _Backend:
         if want == "embedded" and _wit is None:
             raise ImportError("this pylon has no embedded zstd; use the dynlink backend")
         api: Any
+        self.binding: Any = None
         if _wit is not None and want != "dynlink":
             self.name = "embedded"
             api, self._err = _wit, _WitErr
+            self.binding = _zstd_binding
         else:
             from pylon_guest import dynlink  # type: ignore[attr-defined]
 
@@ -183,15 +196,27 @@ def _limit(max_output: int) -> int:
     return min(max_output, (1 << 64) - 1)
 
 
+def _bytes_like(data: Any) -> Any:
+    """``data`` itself for the guest binding, which reads any buffer in place
+    (a strided memoryview copied first); TypeError as :func:`_bytes` raises."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return data
+    return _bytes(data)
+
+
 def compress(data: bytes, level: int | None = None) -> bytes:
     """One zstd frame holding ``data`` (its size recorded in the header)."""
     b = backend()
+    if b.binding is not None:
+        return b.binding.compress(_bytes_like(data), _level(level))  # type: ignore[no-any-return]
     return b.call(b.api.compress, _bytes(data), _level(level))
 
 
 def decompress(data: bytes, *, max_output: int = DEFAULT_MAX_OUTPUT) -> bytes:
     """Every frame in ``data``, concatenated; at most ``max_output`` bytes."""
     b = backend()
+    if b.binding is not None:
+        return b.binding.decompress(_bytes_like(data), _limit(max_output))  # type: ignore[no-any-return]
     return b.call(b.api.decompress, _bytes(data), _limit(max_output))
 
 
