@@ -248,7 +248,8 @@ def report(res: dict) -> dict:
         print(f"     executemany 100k: marshal.dumps of the rows {med(d['pack_100k']) * 1e3:.0f} ms of "
               f"{med(gs['insert']) * 1e3:.0f} ms")
         print(f"     point select: DB-API path {sel['full'] / 1e3:.2f} us = the binding's run() "
-              f"{sel['run'] / 1e3:.2f} us (packing, the run-packed call, unpacking, in C) + the cursor in Python;"
+              f"{sel['run'] / 1e3:.2f} us (packing, the run-packed call, unpacking, in C) + the cursor "
+              f"(its execute and fetchone in C too);"
               f"\n       the run-packed call alone {sel['raw'] / 1e3:.2f} us from C, "
               f"{sel['raw_generic'] / 1e3:.2f} us through componentize-py's generic path (a no-op typed call there "
               f"{sel['noop_typed'] / 1e3:.2f} us); in Python, packing the parameters {sel['pack'] / 1e3:.2f} us, "
@@ -275,7 +276,10 @@ def report(res: dict) -> dict:
         print(f"     16 MiB into the cap (a non-frame, refused after lowering): "
               f"{med(z['copy_in_16mib']) * 1e3:.1f} ms; "
               f"decompress 16 MiB of zeros (memset + lift out): {med(z['zeros_decompress_16mib']) * 1e3:.1f} ms "
-              f"(native {med(n['zeros_decompress_16mib']) * 1e3:.1f} ms); bytearray(16 MiB) "
+              f"through componentize-py's generic path, "
+              + (f"{med(z['zeros_decompress_binding_16mib']) * 1e3:.1f} ms through the guest binding "
+                 if "zeros_decompress_binding_16mib" in z else "")
+              + f"(native {med(n['zeros_decompress_16mib']) * 1e3:.1f} ms); bytearray(16 MiB) "
               f"{med(z['guest_memcpy_16mib']) * 1e3:.1f} ms (native {med(n['memcpy_16mib']) * 1e3:.1f} ms)")
         print(f"     raw typed compress {med(z['compress_raw']) * 1e3:.0f} ms vs pylon_guest.zstd.compress "
               f"{med(gz['compress']) * 1e3:.0f} ms; the same cap by dynlink: compress "
