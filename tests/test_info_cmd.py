@@ -53,7 +53,7 @@ def test_json_names_every_place_and_version(home: Path) -> None:
     assert data["embeddable_caps"]["zstd"]["vendored"] == {"zstd": "1.5.7"}
     assert data["embeddable_caps"]["zstd"]["vendor_patches"] == {"zstd": ["zstd-1.5.7-wasm32-bit-container.patch"]}
     assert data["embeddable_caps"]["crc32c"]["guest_binding"] == "_crc32c_binding"
-    assert data["embeddable_caps"]["zstd"]["guest_binding"] is None
+    assert data["embeddable_caps"]["zstd"]["guest_binding"] == "_zstd_binding"
 
 
 def test_text_says_what_is_missing_and_how_to_fix_it(home: Path) -> None:
