@@ -162,6 +162,8 @@ typedef struct {
 #define Py_tp_dealloc 52
 #define Py_tp_doc 56
 #define Py_tp_init 60
+#define Py_tp_iter 62
+#define Py_tp_iternext 63
 #define Py_tp_methods 64
 #define Py_tp_new 65
 #define Py_tp_traverse 71

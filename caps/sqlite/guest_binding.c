@@ -381,7 +381,7 @@ typedef struct {
 
 static PyTypeObject *connection_type, *statement_type, *cursor_type;
 static PyObject *empty_tuple, *minus_one, *first_batch_obj;
-static PyObject *name_execute, *name_fetchone, *name_failed;
+static PyObject *name_execute, *name_fetchone, *name_iternext, *name_failed;
 /* The first run's row count (set_first_batch); 0 until pylon_guest.sqlite
  * sets it, and then every execute takes the Python route. */
 static uint32_t first_batch;
@@ -590,11 +590,9 @@ static PyObject *cursor_execute(PyObject *op, PyObject *const *args, Py_ssize_t 
     return op;
 }
 
-/* Cursor.fetchone(): the next fetched row from C when there is one and no
- * row factory; else Cursor._fetchone. */
-static PyObject *cursor_fetchone(PyObject *op, PyObject *unused) {
-    (void)unused;
-    CursorCore *self = (CursorCore *)op;
+/* The next fetched row (a new reference) when there is one, no row factory
+ * and the cursor and its connection are open; else NULL, no error set. */
+static PyObject *next_fetched(CursorCore *self) {
     ConnectionCore *conn = (ConnectionCore *)self->connection;
     if (!self->closed && is_none(self->row_factory) && conn != NULL && is_a((PyObject *)conn, connection_type) &&
         !is_none(conn->h) && self->rows != NULL && PYLON_TYPE(self->rows) == &PyList_Type && self->pos >= 0 &&
@@ -604,7 +602,26 @@ static PyObject *cursor_fetchone(PyObject *op, PyObject *unused) {
         self->pos++;
         return row;
     }
-    return PyObject_VectorcallMethod(name_fetchone, &op, 1, NULL);
+    return NULL;
+}
+
+/* Cursor.fetchone(): next_fetched, else Cursor._fetchone. */
+static PyObject *cursor_fetchone(PyObject *op, PyObject *unused) {
+    (void)unused;
+    PyObject *row = next_fetched((CursorCore *)op);
+    return row != NULL ? row : PyObject_VectorcallMethod(name_fetchone, &op, 1, NULL);
+}
+
+/* iter(cursor) is the cursor; next(cursor): next_fetched, else
+ * Cursor._iternext (which fetches the next batch, or raises StopIteration). */
+static PyObject *cursor_iter(PyObject *op) {
+    Py_IncRef(op);
+    return op;
+}
+
+static PyObject *cursor_iternext(PyObject *op) {
+    PyObject *row = next_fetched((CursorCore *)op);
+    return row != NULL ? row : PyObject_VectorcallMethod(name_iternext, &op, 1, NULL);
 }
 
 static PyMemberDef connection_members[] = {
@@ -657,7 +674,7 @@ static PyType_Slot statement_slots[] = {
 static PyType_Slot cursor_slots[] = {
     {Py_tp_doc, "The C state and fast paths under pylon_guest.sqlite.Cursor."},
     {Py_tp_members, cursor_members},   {Py_tp_methods, cursor_methods}, {Py_tp_new, cursor_new},
-    {Py_tp_init, cursor_init},
+    {Py_tp_init, cursor_init},         {Py_tp_iter, cursor_iter},       {Py_tp_iternext, cursor_iternext},
     {Py_tp_traverse, cursor_traverse}, {Py_tp_clear, cursor_clear},     {Py_tp_dealloc, cursor_dealloc},
     {0, NULL},
 };
@@ -694,6 +711,7 @@ static int setup(PyObject *module) {
     if ((empty_tuple = PyTuple_New(0)) == NULL || (minus_one = PyLong_FromLongLong(-1)) == NULL ||
         (name_execute = PyUnicode_InternFromString("_execute")) == NULL ||
         (name_fetchone = PyUnicode_InternFromString("_fetchone")) == NULL ||
+        (name_iternext = PyUnicode_InternFromString("_iternext")) == NULL ||
         (name_failed = PyUnicode_InternFromString("failed")) == NULL)
         return -1;
     if (add_type(module, "ConnectionCore", &connection_spec, &connection_type) < 0 ||

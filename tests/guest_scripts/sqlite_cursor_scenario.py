@@ -60,9 +60,17 @@ def scenario(m):
     rec("update", lambda: (cur.execute("update t set v = v + 1 where id < ?", (10,)).rowcount, cur.lastrowid))
     rec("delete", lambda: (cur.execute("delete from t where id > ?", (290,)).rowcount))
     rec("iterate", lambda: [r for r in cur.execute("select id from t where id < ?", (4,))])
+    rec("iterate past a batch", lambda: sum(r[0] for r in cur.execute("select id from t")))
+    rec("fetchmany 0", lambda: cur.execute("select id from t where id < ?", (6,)).fetchmany(0))
+    rec("fetchmany -1", lambda: cur.execute("select id from t where id < ?", (6,)).fetchmany(-1))
+    rec("fetchmany past a batch", lambda: (len(cur.execute("select id from t").fetchmany(150)), cur.fetchone(),
+                                            len(cur.fetchmany(1000)), cur.fetchmany(5)))
+    rec("fetchmany arraysize", lambda: (setattr(cur, "arraysize", 3), cur.execute("select id from t").fetchmany())[1])
     c.row_factory = m.Row
     rc = c.cursor()
     rec("row", lambda: (lambda r: (tuple(r), r.keys(), r["NAME"]))(rc.execute(point, (2,)).fetchone()))
+    rec("rows by fetchmany", lambda: [tuple(r) for r in rc.execute("select id from t where id < ?", (5,)).fetchmany(3)])
+    rec("rows by iteration", lambda: [r["id"] for r in rc.execute("select id from t where id < ?", (5,))])
     c.row_factory = None
     rec("factory copied", lambda: type(rc.execute("select 1").fetchone()).__name__)
     pend = c.cursor()

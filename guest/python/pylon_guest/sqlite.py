@@ -95,9 +95,13 @@ sqlite_version_info = (3, 50, 4)
 
 # Rows asked for by execute() (small: point selects are the common case; the
 # cap also stops at 64 KiB), then by each refill of a cursor (the cap stops a
-# batch at 8 MiB), and by fetchall().
+# batch at 8 MiB), and by fetchall(). A refill stays under the cyclic GC's
+# young threshold (2000 allocations): a batch's row tuples are freed as the
+# next comes in, so iterating starts no collection, as sqlite3's one row at a
+# time starts none. With 4096 rows per refill, iterating 100k rows beside a
+# large heap spent ~30 ms in collections (docs/benchmarks.md).
 _FIRST_BATCH = 64
-_NEXT_BATCH = 4096
+_NEXT_BATCH = 1024
 _ALL_BATCH = 1 << 30
 # Parameter rows per execute-many call, bounding the memory of one call.
 _MANY_CHUNK = 32768
@@ -663,14 +667,23 @@ class Cursor(_CursorCore):
         fetchone = _fetchone
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
+        """Up to ``size`` rows (``arraysize`` by default); as sqlite3, a size
+        of 0 or less gives every remaining row."""
         self._check()
         n = self.arraysize if size is None else size
-        out = []
+        if n <= 0:
+            return self.fetchall()
+        out: list[Any] = []
+        # Slices of the fetched batch, not a call per row.
         while len(out) < n:
-            row = self._next()
-            if row is None:
+            if self._pos >= len(self._rows) and not self._more(_NEXT_BATCH):
                 break
-            out.append(row)
+            take = self._rows[self._pos:self._pos + n - len(out)]
+            self._pos += len(take)
+            out.extend(take)
+        factory = self.row_factory
+        if factory is not None:
+            return [factory(self, row) for row in out]
         return out
 
     def fetchall(self) -> list[Any]:
@@ -691,16 +704,20 @@ class Cursor(_CursorCore):
             return [factory(self, row) for row in out]
         return out
 
-    def __iter__(self) -> Cursor:
-        return self
-
-    def __next__(self) -> Any:
+    def _iternext(self) -> Any:
         if self._closed or self.connection._h is None:
             self._check()
         row = self._next()
         if row is None:
             raise StopIteration
         return row
+
+    if _sqlite_binding is None:  # else CursorCore's tp_iter / tp_iternext, in C
+
+        def __iter__(self) -> Cursor:
+            return self
+
+        __next__ = _iternext
 
     def setinputsizes(self, sizes: Any) -> None:
         pass
