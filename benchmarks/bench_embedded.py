@@ -228,6 +228,8 @@ def report(res: dict) -> dict:
     rows = [
         ("insert", f"executemany {work.ROWS // 1000}k rows + commit, ms", 1e3),
         ("fetchall", "fetchall of 100k rows, ms", 1e3),
+        ("iterate", "for row in cursor, 100k rows, ms", 1e3),
+        ("fetchmany", "fetchmany(100) over 100k rows, ms", 1e3),
         ("select", "point select (execute + fetchone), us", 1e6),
         ("aggregate", "aggregate over 100k rows, ms", 1e3),
     ]

@@ -66,6 +66,18 @@ def sqlite_suite(sqlite, repeats):
     t["select"] = [s / len(keys) for s in samples(selects, repeats)]
     t["aggregate"] = samples(lambda: conn.execute(AGGREGATE).fetchone(), repeats)
     t["fetchall"] = samples(lambda: conn.execute(SCAN).fetchall(), repeats)
+
+    def iterate():
+        for _ in conn.execute(SCAN):
+            pass
+
+    def fetchmany():
+        cur = conn.execute(SCAN)
+        while cur.fetchmany(100):
+            pass
+
+    t["iterate"] = samples(iterate, repeats)
+    t["fetchmany"] = samples(fetchmany, repeats)
     scan = conn.execute(SCAN).fetchall()
     check = {
         "aggregate": list(conn.execute(AGGREGATE).fetchone()),
