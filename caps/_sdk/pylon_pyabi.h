@@ -134,6 +134,14 @@ extern PyObject PyLong_Type, PyFloat_Type, PyUnicode_Type, PyBytes_Type, PyBool_
 PyObject *PyLong_FromUnsignedLongLong(unsigned long long v);
 unsigned long long PyLong_AsUnsignedLongLong(PyObject *obj);
 PyObject *PyUnicode_FromFormat(const char *format, ...);
+PyObject *PyDict_New(void);
+int PyDict_SetItem(PyObject *dict, PyObject *key, PyObject *value);
+int PyDict_Contains(PyObject *dict, PyObject *key);
+PyObject *PyObject_GetItem(PyObject *obj, PyObject *key);
+Py_ssize_t PyLong_AsSsize_t(PyObject *obj);
+void PyErr_SetString(PyObject *type, const char *message);
+extern PyObject *PyExc_IndexError;
+PyObject *PyObject_Vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 PyObject *PyObject_VectorcallMethod(PyObject *name, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 PyObject *PyUnicode_InternFromString(const char *s);
 int PyObject_IsTrue(PyObject *obj);
@@ -158,6 +166,7 @@ typedef struct {
     unsigned int flags;
     PyType_Slot *slots;
 } PyType_Spec;
+#define Py_mp_subscript 5
 #define Py_tp_clear 51
 #define Py_tp_dealloc 52
 #define Py_tp_doc 56

@@ -71,6 +71,14 @@ def scenario(m):
     rec("row", lambda: (lambda r: (tuple(r), r.keys(), r["NAME"]))(rc.execute(point, (2,)).fetchone()))
     rec("rows by fetchmany", lambda: [tuple(r) for r in rc.execute("select id from t where id < ?", (5,)).fetchmany(3)])
     rec("rows by iteration", lambda: [r["id"] for r in rc.execute("select id from t where id < ?", (5,))])
+    both = "select id, name as Name, v, id as ID from t where id = ?"
+    rec("row lookups", lambda: (lambda r: (r["id"], r["NAME"], r["name"], r["Id"], r[0], r[-1], r[1:3], len(r),
+                                           list(r), r.keys()))(rc.execute(both, (3,)).fetchone()))
+    rec("row missing name", lambda: rc.execute(both, (3,)).fetchone()["nope"])
+    rec("row bad index", lambda: rc.execute(both, (3,)).fetchone()[9])
+    rec("rows equal", lambda: (lambda a, b, c: (a == b, a != c, hash(a) == hash(b), a == tuple(a)))(
+        rc.execute(both, (3,)).fetchone(), rc.execute(both, (3,)).fetchone(), rc.execute(both, (4,)).fetchone()))
+    rec("row of a list", lambda: m.Row(rc, [1, 2]))
     c.row_factory = None
     rec("factory copied", lambda: type(rc.execute("select 1").fetchone()).__name__)
     pend = c.cursor()

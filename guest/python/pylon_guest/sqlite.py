@@ -188,14 +188,16 @@ _NAMES = {
 
 
 # The state the hot path reads and writes: C fields in the binding (its
-# ConnectionCore, StatementCore and CursorCore, whose execute and fetchone
-# handle the common case in C and call Cursor._execute / _fetchone for the
-# rest), plain attributes without it.
+# ConnectionCore, StatementCore and CursorCore, whose execute, fetchone and
+# iteration handle the common case in C and call Cursor._execute /
+# _fetchone / _iternext for the rest; RowCore, whose row[name] is a dict
+# lookup), plain attributes without it.
 if _sqlite_binding is not None:
     _sqlite_binding.set_first_batch(_FIRST_BATCH)
     _ConnectionCore: Any = _sqlite_binding.ConnectionCore
     _StatementCore: Any = _sqlite_binding.StatementCore
     _CursorCore: Any = _sqlite_binding.CursorCore
+    _RowCore: Any = _sqlite_binding.RowCore
 else:
     _ConnectionCore = object
 
@@ -217,6 +219,24 @@ else:
         def __init__(self, connection: Connection):
             self.connection = connection
             self.row_factory = connection.row_factory
+
+    class _RowCore:
+        __slots__ = ("_values", "_description")
+
+        def __init__(self, cursor: Cursor, values: tuple[Any, ...]):
+            if not isinstance(values, tuple):
+                raise TypeError("tuple required for second argument")
+            self._values = values
+            self._description = cursor.description or ()
+
+        def __getitem__(self, key: Any) -> Any:
+            if isinstance(key, str):
+                lowered = key.lower()
+                for i, d in enumerate(self._description):
+                    if d[0].lower() == lowered:
+                        return self._values[i]
+                raise IndexError("No item with that key")
+            return self._values[key]
 
 
 def _error(code: int, message: str) -> Error:
@@ -475,27 +495,14 @@ class _Statement(_StatementCore):
         return total
 
 
-class Row:
+class Row(_RowCore):
     """sqlite3.Row: a tuple that is also indexable by column name
     (case-insensitively), with ``keys()``."""
 
-    __slots__ = ("_values", "_description")
-
-    def __init__(self, cursor: Cursor, values: tuple[Any, ...]):
-        self._values = values
-        self._description = cursor.description or ()
+    __slots__ = ()
 
     def keys(self) -> list[str]:
         return [d[0] for d in self._description]
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, str):
-            lowered = key.lower()
-            for i, d in enumerate(self._description):
-                if d[0].lower() == lowered:
-                    return self._values[i]
-            raise IndexError("No item with that key")
-        return self._values[key]
 
     def __len__(self) -> int:
         return len(self._values)
