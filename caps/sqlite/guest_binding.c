@@ -365,6 +365,9 @@ typedef struct {
 typedef struct {
     PyObject_HEAD_T head;
     PyObject *description;
+    /* keys: the dict keys of its parameters in order (":a" takes params["a"])
+     * once Python found every parameter named, else NULL */
+    PyObject *keys;
     int handle; /* the embedded statement resource's handle; -1: run it from Python */
     char is_dml, in_use, cached;
 } StatementCore;
@@ -396,7 +399,8 @@ static uint32_t first_batch;
 #define FIELD(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 static const Py_ssize_t connection_fields[] = {
     offsetof(ConnectionCore, h), offsetof(ConnectionCore, cache), offsetof(ConnectionCore, row_factory), -1};
-static const Py_ssize_t statement_fields[] = {offsetof(StatementCore, description), -1};
+static const Py_ssize_t statement_fields[] = {offsetof(StatementCore, description), offsetof(StatementCore, keys),
+                                              -1};
 static const Py_ssize_t cursor_fields[] = {
     offsetof(CursorCore, connection), offsetof(CursorCore, row_factory), offsetof(CursorCore, description),
     offsetof(CursorCore, rowcount),   offsetof(CursorCore, lastrowid),   offsetof(CursorCore, stmt),
@@ -529,9 +533,28 @@ static PyObject *reply_item(PyObject *out, Py_ssize_t i) {
     return PyTuple_GetItem(out, i);
 }
 
+/* The values of dict `params` for the statement's `keys`, as a tuple; NULL
+ * (no error set) when one is missing: _execute raises sqlite3's error. */
+static PyObject *values_by_key(PyObject *params, PyObject *keys) {
+    Py_ssize_t n = PyTuple_Size(keys);
+    PyObject *values = PyTuple_New(n);
+    if (values == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *value = PyDict_GetItemWithError(params, PyTuple_GetItem(keys, i));
+        if (value == NULL) {
+            Py_DecRef(values);
+            return NULL;
+        }
+        Py_IncRef(value);
+        PyTuple_SetItem(values, i, value);
+    }
+    return values;
+}
+
 /* Cursor.execute(sql, parameters=()): the statement run from C when it is
- * cached and free, the parameters are a tuple or list and the cursor holds
- * no statement; else Cursor._execute. */
+ * cached and free, the parameters are a tuple or list (or a dict, once the
+ * statement's keys are known) and the cursor holds no statement; else
+ * Cursor._execute. */
 static PyObject *cursor_execute(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     CursorCore *self = (CursorCore *)op;
     if (kwnames != NULL || nargs < 1 || nargs > 2 || first_batch == 0 || self->closed || !is_none(self->stmt))
@@ -539,7 +562,8 @@ static PyObject *cursor_execute(PyObject *op, PyObject *const *args, Py_ssize_t 
     PyObject *sql = args[0], *params = nargs == 2 ? args[1] : empty_tuple;
     void *ptype = PYLON_TYPE(params);
     ConnectionCore *conn = (ConnectionCore *)self->connection;
-    if (PYLON_TYPE(sql) != &PyUnicode_Type || (ptype != &PyTuple_Type && ptype != &PyList_Type) || conn == NULL ||
+    if (PYLON_TYPE(sql) != &PyUnicode_Type ||
+        (ptype != &PyTuple_Type && ptype != &PyList_Type && ptype != &PyDict_Type) || conn == NULL ||
         !is_a((PyObject *)conn, connection_type) || is_none(conn->h) || conn->cache == NULL ||
         PYLON_TYPE(conn->cache) != &PyDict_Type)
         return python_route(op, name_execute, args, nargs, kwnames);
@@ -548,10 +572,15 @@ static PyObject *cursor_execute(PyObject *op, PyObject *const *args, Py_ssize_t 
         if (PyErr_Occurred()) return NULL;
         return python_route(op, name_execute, args, nargs, kwnames);
     }
-    if (!is_a((PyObject *)stmt, statement_type) || stmt->in_use || !stmt->cached || stmt->handle < 0)
+    if (!is_a((PyObject *)stmt, statement_type) || stmt->in_use || !stmt->cached || stmt->handle < 0 ||
+        (ptype == &PyDict_Type && (stmt->keys == NULL || PYLON_TYPE(stmt->keys) != &PyTuple_Type)))
         return python_route(op, name_execute, args, nargs, kwnames);
+    PyObject *ordered = NULL; /* a dict's values, in the statement's order */
+    if (ptype == &PyDict_Type && (ordered = values_by_key(params, stmt->keys)) == NULL)
+        return PyErr_Occurred() ? NULL : python_route(op, name_execute, args, nargs, kwnames);
     Py_IncRef((PyObject *)stmt);
-    PyObject *out = run_call(stmt->handle, params, first_batch);
+    PyObject *out = run_call(stmt->handle, ordered != NULL ? ordered : params, first_batch);
+    if (ordered != NULL) Py_DecRef(ordered);
     if (out == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
         /* Not marshallable: nothing ran; _execute checks and cleans the values. */
         PyErr_Clear();
@@ -766,6 +795,7 @@ static PyMemberDef connection_members[] = {
 };
 static PyMemberDef statement_members[] = {
     {"description", Py_T_OBJECT, offsetof(StatementCore, description), 0, NULL},
+    {"keys", Py_T_OBJECT, offsetof(StatementCore, keys), 0, NULL},
     {"handle", Py_T_INT, offsetof(StatementCore, handle), 0, NULL},
     {"is_dml", Py_T_BOOL, offsetof(StatementCore, is_dml), 0, NULL},
     {"in_use", Py_T_BOOL, offsetof(StatementCore, in_use), 0, NULL},

@@ -47,6 +47,12 @@ def scenario(m):
     rec("big int", lambda: cur.execute("select ?", (2 ** 63,)).fetchone())
     rec("count", lambda: cur.execute("select ?", (1, 2)).fetchone())
     rec("named", lambda: cur.execute("select :a, :b", {"a": 1, "b": "two"}).fetchone())
+    named = "select name, v from t where id = :k or id = @j"
+    rec("named again", lambda: [cur.execute(named, {"k": k, "j": 0, "extra": 1}).fetchall() for k in (2, 3, 2)])
+    rec("named missing", lambda: cur.execute(named, {"k": 2}))
+    rec("named unbindable", lambda: cur.execute(named, {"k": object(), "j": 1}))
+    rec("named enum", lambda: cur.execute(named, {"k": Color.RED, "j": True}).fetchall())
+    rec("dict for qmarks", lambda: cur.execute("select ?", {"a": 1}))
     rec("bytes sql", lambda: cur.execute(b"select 1"))
     rec("nul sql", lambda: cur.execute("select 1\0"))
     rec("no params", lambda: cur.execute("select count(*) from t").fetchone())
@@ -97,17 +103,20 @@ def scenario(m):
     return out
 
 def c_route_executes():
-    """Cursor._execute calls for three point selects after the first (which
-    prepares and caches the statement): 0 when CursorCore.execute ran them."""
+    """Cursor._execute calls for three point selects by position and three by
+    name after the first of each (which prepares and caches the statement):
+    0 when CursorCore.execute ran them."""
     calls = []
     python_route = ps.Cursor._execute
     ps.Cursor._execute = lambda self, *a: (calls.append(1), python_route(self, *a))[1]
     try:
         c = ps.connect(":memory:")
         c.execute("select ?", (0,)).fetchone()
+        c.execute("select :a", {"a": 0}).fetchone()  # learns the statement's keys
         first = len(calls)
         for i in range(3):
             c.execute("select ?", (i,)).fetchone()
+            c.execute("select :a", {"a": i}).fetchone()
         return len(calls) - first
     finally:
         ps.Cursor._execute = python_route

@@ -202,7 +202,7 @@ else:
     _ConnectionCore = object
 
     class _StatementCore:
-        __slots__ = ("description", "handle", "is_dml", "in_use", "cached")
+        __slots__ = ("description", "keys", "handle", "is_dml", "in_use", "cached")
 
     class _CursorCore:
         # Defaults at class level: a cursor per Connection.execute() is the
@@ -426,6 +426,10 @@ class _Statement(_StatementCore):
     def names(self) -> list[str | None]:
         if self._names is None:
             self._names = _call(self.h.parameter_names)
+            if self.handle >= 0 and all(n is not None and not n.startswith("?") for n in self._names):
+                # Every parameter named: CursorCore.execute takes a dict's
+                # values in this order from C.
+                self.keys = tuple(n[1:] for n in self._names)
         return self._names
 
     def values(self, params: Any) -> list[Any]:
