@@ -673,10 +673,6 @@ class Cursor(_CursorCore):
             return row
         return self._next()
 
-    if _sqlite_binding is None:  # else CursorCore's, in C
-        execute = _execute
-        fetchone = _fetchone
-
     def fetchmany(self, size: int | None = None) -> list[Any]:
         """Up to ``size`` rows (``arraysize`` by default); as sqlite3, a size
         of 0 or less gives every remaining row."""
@@ -723,11 +719,13 @@ class Cursor(_CursorCore):
             raise StopIteration
         return row
 
-    if _sqlite_binding is None:  # else CursorCore's tp_iter / tp_iternext, in C
+    def _iter(self) -> Cursor:
+        return self
 
-        def __iter__(self) -> Cursor:
-            return self
-
+    if _sqlite_binding is None:  # else CursorCore's execute, fetchone, tp_iter and tp_iternext, in C
+        execute = _execute
+        fetchone = _fetchone
+        __iter__ = _iter
         __next__ = _iternext
 
     def setinputsizes(self, sizes: Any) -> None:
