@@ -38,6 +38,16 @@ def scenario(m):
     rec("insert list", lambda: (cur.execute(insert, [2, "b", None]).rowcount, cur.lastrowid))
     rec("many", lambda: c.executemany(insert, [(i, f"n{i}", i / 3) for i in range(3, 300)]).rowcount)
     rec("dup", lambda: cur.execute(insert, (1, "zz", 1)))
+    c.execute("create table m (a integer primary key, b)")
+    many = "insert into m values (?, ?)"
+    rec("many generator", lambda: c.executemany(many, ((i, str(i)) for i in range(100))).rowcount)
+    rec("many duplicate", lambda: c.executemany(many, [(500, "x"), (501, "y"), (500, "z")]))
+    rec("many unbindable", lambda: c.executemany(many, [(600, "x"), (601, object()), (602, "z")]))
+    rec("many big int", lambda: c.executemany(many, [(700, 2 ** 70)]))
+    named_rows = [{"a": 800, "b": 1}, {"a": 801, "b": 2}]
+    rec("many named", lambda: c.executemany("insert into m values (:a, :b)", named_rows).rowcount)
+    rec("many select", lambda: c.executemany("select ?", [(1,)]))
+    rec("many kept", lambda: c.execute("select count(*), sum(a) from m").fetchone())
     rec("after dup", lambda: (cur.rowcount, cur.fetchone()))
     rec("point", lambda: (cur.execute(point, (5,)).fetchone(), cur.fetchone(), cur.rowcount, cur.description,
                           cur.lastrowid))

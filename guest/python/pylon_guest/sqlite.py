@@ -390,7 +390,7 @@ def _skip_blank(sql: str) -> str:
 class _Statement(_StatementCore):
     """One prepared statement and what the cursor needs to know about it."""
 
-    __slots__ = ("h", "run_packed", "run_params", "_names")
+    __slots__ = ("h", "run_packed", "run_params", "run_many", "_names")
 
     def __init__(self, conn_h: Any, sql: str):
         self.h = _call(conn_h.prepare, sql)
@@ -401,10 +401,12 @@ class _Statement(_StatementCore):
             self.handle = self.h.handle  # CursorCore.execute runs it from C
             self.run_packed = functools.partial(_sqlite_binding.run_packed, self.h.handle)
             self.run_params = functools.partial(_sqlite_binding.run, self.h.handle)
+            self.run_many: Any = functools.partial(_sqlite_binding.run_many, self.h.handle)
         else:
             self.handle = -1
             self.run_packed = self.h.run_packed
             self.run_params = self._run_params
+            self.run_many = None
         head = _skip_blank(sql)[:7].lower()
         self.is_dml = head.startswith(("insert", "update", "delete", "replace"))
         cols = _call(self.h.columns)
@@ -481,13 +483,23 @@ class _Statement(_StatementCore):
 
     def many(self, rows: list[Any]) -> int:
         """Runs the statement once per parameter row; the rows changed."""
-        try:
-            return int(self.h.execute_many_packed(_dumps(rows, _MARSHAL_VERSION).decode("latin-1")))
-        except ValueError:
-            pass
-        except _WitErr as exc:
-            if not _is_packing_error(exc):
-                raise _raise(exc) from None
+        if self.run_many is not None:  # packed and called from C
+            try:
+                out = self.run_many(rows)
+            except ValueError:  # a value marshal cannot write: nothing ran
+                out = None
+            if type(out) is int:
+                return out
+            if out is not None and not (out[0] == 21 and out[1].startswith("pylon-packed:")):
+                raise _error(out[0], out[1])
+        else:
+            try:
+                return int(self.h.execute_many_packed(_dumps(rows, _MARSHAL_VERSION).decode("latin-1")))
+            except ValueError:
+                pass
+            except _WitErr as exc:
+                if not _is_packing_error(exc):
+                    raise _raise(exc) from None
         # Nothing ran: check row by row, running the good rows before an error.
         total, good = 0, []
         try:
