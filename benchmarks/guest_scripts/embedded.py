@@ -73,15 +73,20 @@ diag = {}
 if b.name == "embedded":
     import marshal
 
+    import _sqlite_binding
+
     conn = sqlite.connect(":memory:")
     rows = work.make_rows()
     conn.execute(work.SCHEMA)
     conn.executemany(work.INSERT, rows)
     conn.commit()
-    # executemany = marshal.dumps of each 32768-row chunk (+ Latin-1 decode)
-    # + one execute-many-packed call per chunk (the copy into the cap, the
-    # parse, SQLite).
+    # executemany = each 32768-row chunk packed (by the binding's codec, in
+    # C; marshal.dumps + Latin-1 decode without it) + one execute-many-packed
+    # call per chunk (the copy into the cap, the parse, SQLite).
     diag["pack_100k"] = work.samples(lambda: marshal.dumps(rows, 2).decode("latin-1"), repeats)
+    # What the binding's run_many does instead (its codec, into the text the
+    # call carries; pack() also turns that text back into bytes).
+    diag["pack_100k_binding"] = work.samples(lambda: _sqlite_binding.pack(rows), repeats)
     # Point select: the DB-API path, its pieces, and a no-op typed call.
     sel = conn._statement(work.SELECT)
     k = work.select_keys()[-1]
