@@ -17,6 +17,7 @@ This module runs twice in a guest's life, and the difference matters:
 
 import sys
 
+import pylon_guest._stdio
 import pylon_guest._stdlib
 import pylon_guest._lazy
 import pylon_guest._runner
@@ -29,6 +30,7 @@ import crc32c  # noqa: F401
 import pylon_guest.sqlite  # noqa: F401
 import pylon_guest.zstd  # noqa: F401
 
+pylon_guest._stdio.install()
 pylon_guest._stdlib.preimport_all()
 pylon_guest._lazy.install()
 

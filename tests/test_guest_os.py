@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+import pylon as pylon_api
 from conftest import REPO, Pylon
 from pylon import paths
 from pylon.errors import GuestInterrupted, PylonError
@@ -651,3 +652,34 @@ def test_a_packages_own_test_suite_passes_in_the_guest_as_on_the_host(
     counts = {kind: sum(v == kind for v in host_results.values()) for kind in ("passed", "skipped")}
     assert counts["passed"] > 200, counts
     assert host.run_folders() == []
+
+
+# -- standard output and error ---------------------------------------------------
+
+_BIG_WRITES = """
+import sys
+print("a" * 1_000_000)
+sys.stdout.write("b" * 300_000)
+sys.stdout.buffer.write(b"c" * 200_000)
+print("d" * 70_000, file=sys.stderr)
+sys.stderr.write("e" * 130_000)
+print(end="", flush=True)
+print("END")
+"""
+_BIG_STDOUT = "a" * 1_000_000 + "\n" + "b" * 300_000 + "c" * 200_000 + "END\n"
+_BIG_STDERR = "d" * 70_000 + "\n" + "e" * 130_000
+
+
+def test_large_writes_reach_stdout_and_stderr_whole(pylon: Pylon, home: Pylon) -> None:
+    # A WASI host takes at most 64 KiB per write; CPython's unbuffered
+    # TextIOWrapper ignored the short count and dropped the rest (one print
+    # of 1 MB gave 64 KiB). pylon_guest._stdio puts a BufferedWriter under it.
+    result = pylon.composectl("run", "-c", _BIG_WRITES)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == _BIG_STDOUT
+    assert result.stderr == _BIG_STDERR
+    r = pylon_api.Sandbox().run(_BIG_WRITES)
+    assert (r.exit_code, r.stdout, r.stderr) == (0, _BIG_STDOUT.encode(), _BIG_STDERR.encode())
+    with pylon_api.Sandbox().session() as s:
+        assert s.run("print('x' * 500_000)").stdout == b"x" * 500_000 + b"\n"
+        assert s.run("import sys; sys.stdout.write('y' * 100_000)").stdout == b"y" * 100_000
