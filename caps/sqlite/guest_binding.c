@@ -578,6 +578,17 @@ static PyObject *reply_item(PyObject *out, Py_ssize_t i) {
     return PyTuple_GetItem(out, i);
 }
 
+/* After an execute that failed, as sqlite3 (and Cursor._forget_results):
+ * no rows left to fetch from the statement before, no description,
+ * rowcount -1. */
+static void forget_results(CursorCore *self) {
+    set_field(&self->rows, empty_tuple);
+    self->pos = 0;
+    set_field(&self->done, Py_True);
+    set_field(&self->description, Py_None);
+    set_field(&self->rowcount, minus_one);
+}
+
 /* The values of dict `params` for the statement's `keys`, as a tuple; NULL
  * (no error set) when one is missing: _execute raises sqlite3's error. */
 static PyObject *values_by_key(PyObject *params, PyObject *keys) {
@@ -621,8 +632,11 @@ static PyObject *cursor_execute(PyObject *op, PyObject *const *args, Py_ssize_t 
         (ptype == &PyDict_Type && (stmt->keys == NULL || PYLON_TYPE(stmt->keys) != &PyTuple_Type)))
         return python_route(op, name_execute, args, nargs, kwnames);
     PyObject *ordered = NULL; /* a dict's values, in the statement's order */
-    if (ptype == &PyDict_Type && (ordered = values_by_key(params, stmt->keys)) == NULL)
-        return PyErr_Occurred() ? NULL : python_route(op, name_execute, args, nargs, kwnames);
+    if (ptype == &PyDict_Type && (ordered = values_by_key(params, stmt->keys)) == NULL) {
+        if (!PyErr_Occurred()) return python_route(op, name_execute, args, nargs, kwnames);
+        forget_results(self);
+        return NULL;
+    }
     Py_IncRef((PyObject *)stmt);
     PyObject *out = run_call(stmt->handle, ordered != NULL ? ordered : params, first_batch);
     if (ordered != NULL) Py_DecRef(ordered);
@@ -642,7 +656,7 @@ static PyObject *cursor_execute(PyObject *op, PyObject *const *args, Py_ssize_t 
         rows = out != NULL ? reply_item(out, 0) : NULL;
     }
     if (rows == NULL) {
-        set_field(&self->rowcount, minus_one);
+        forget_results(self);
         if (out != NULL) Py_DecRef(out);
         Py_DecRef((PyObject *)stmt);
         return NULL;
@@ -650,7 +664,7 @@ static PyObject *cursor_execute(PyObject *op, PyObject *const *args, Py_ssize_t 
     PyObject *done = PyTuple_GetItem(out, 1);
     int finished = PyObject_IsTrue(done);
     if (finished < 0) {
-        set_field(&self->rowcount, minus_one);
+        forget_results(self);
         Py_DecRef(out);
         Py_DecRef((PyObject *)stmt);
         return NULL;

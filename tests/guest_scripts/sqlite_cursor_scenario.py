@@ -49,6 +49,12 @@ def scenario(m):
     rec("many select", lambda: c.executemany("select ?", [(1,)]))
     rec("many kept", lambda: c.execute("select count(*), sum(a) from m").fetchone())
     rec("after dup", lambda: (cur.rowcount, cur.fetchone()))
+    rec("failed prepare clears rows", lambda: (cur.execute("select id from t"), cur.fetchone(),
+                                               cur.execute("select * from nowhere"))[1])
+    rec("after failed prepare", lambda: (cur.fetchone(), cur.description, cur.rowcount))
+    rec("failed bind clears rows", lambda: (cur.execute("select id from t"), cur.fetchone(),
+                                            cur.execute("select ?", (1, 2)))[1])
+    rec("after failed bind", lambda: (cur.fetchone(), cur.description, cur.rowcount))
     rec("point", lambda: (cur.execute(point, (5,)).fetchone(), cur.fetchone(), cur.rowcount, cur.description,
                           cur.lastrowid))
     rec("point again", lambda: cur.execute(point, (6,)).fetchone())

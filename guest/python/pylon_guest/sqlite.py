@@ -548,6 +548,13 @@ class Cursor(_CursorCore):
             raise ProgrammingError("Cannot operate on a closed cursor.")
         self.connection._check()
 
+    def _forget_results(self) -> None:
+        """After an execute that failed, as sqlite3: no rows left to fetch
+        from the statement before, no description, rowcount -1."""
+        self._rows, self._pos, self._done = [], 0, True
+        self.description = None
+        self.rowcount = -1
+
     def _release(self) -> None:
         """Lets go of the current statement, rewinding it if rows are pending."""
         stmt, self._stmt = self._stmt, None
@@ -575,7 +582,11 @@ class Cursor(_CursorCore):
             self._release()
         stmt = conn._cache.get(sql)  # a non-str sql misses: _statement raises
         if stmt is None or stmt.in_use:
-            stmt = conn._statement(sql)
+            try:
+                stmt = conn._statement(sql)
+            except BaseException:
+                self._forget_results()
+                raise
         try:
             t = type(parameters)
             if t is tuple or t is list:
@@ -589,7 +600,7 @@ class Cursor(_CursorCore):
                 rows, done, changes, lastrowid = stmt.failed((rows, done, changes, lastrowid), parameters,
                                                              _FIRST_BATCH)
         except BaseException:
-            self.rowcount = -1
+            self._forget_results()
             conn._unuse(stmt)
             raise
         self.description = stmt.description
