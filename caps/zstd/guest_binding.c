@@ -88,38 +88,47 @@ static int ready(void) {
     return 0;
 }
 
+/* The two imports under one signature: `arg` is compress's level (an s32)
+ * or decompress's max-output. */
+typedef void (*one_shot_import)(const void *data, size_t len, uint64_t arg, void *ret);
+
+static void import_compress(const void *data, size_t len, uint64_t level, void *ret) {
+    pylon_zstd_import_compress(data, len, (int32_t)level, ret);
+}
+
+static void import_decompress(const void *data, size_t len, uint64_t max_output, void *ret) {
+    pylon_zstd_import_decompress(data, len, max_output, ret);
+}
+
+/* Calls `import` on the bytes of `data_obj`, the result placed in a bytes object. */
+static PyObject *one_shot(one_shot_import import, PyObject *data_obj, uint64_t arg) {
+    if (ready() < 0) return NULL;
+    pylon_bytes_arg data;
+    if (pylon_bytes_arg_get(data_obj, &data) < 0) return NULL;
+    _Alignas(8) uint8_t ret[24];
+    pylon_result_alloc = alloc_in_bytes;
+    import(data.view.buf, (size_t)data.view.len, arg, ret);
+    pylon_result_alloc = NULL;
+    pylon_bytes_arg_release(&data);
+    return outcome(ret);
+}
+
 /* compress(data, level) -> bytes: one frame at `level` (an s32). */
 static PyObject *compress(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 2) return PyErr_Format(PyExc_TypeError, "compress() takes 2 arguments (%zd given)", nargs);
-    if (ready() < 0) return NULL;
     long level = PyLong_AsLong(args[1]);
     if (level == -1 && PyErr_Occurred()) return NULL;
-    pylon_bytes_arg data;
-    if (pylon_bytes_arg_get(args[0], &data) < 0) return NULL;
-    _Alignas(8) uint8_t ret[24];
-    pylon_result_alloc = alloc_in_bytes;
-    pylon_zstd_import_compress(data.view.buf, (size_t)data.view.len, (int32_t)level, ret);
-    pylon_result_alloc = NULL;
-    pylon_bytes_arg_release(&data);
-    return outcome(ret);
+    return one_shot(import_compress, args[0], (uint64_t)(int64_t)level);
 }
 
 /* decompress(data, max_output) -> bytes: every frame, at most `max_output` (a u64) bytes. */
 static PyObject *decompress(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 2) return PyErr_Format(PyExc_TypeError, "decompress() takes 2 arguments (%zd given)", nargs);
-    if (ready() < 0) return NULL;
     unsigned long long max_output = PyLong_AsUnsignedLongLong(args[1]);
     if (max_output == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
-    pylon_bytes_arg data;
-    if (pylon_bytes_arg_get(args[0], &data) < 0) return NULL;
-    _Alignas(8) uint8_t ret[24];
-    pylon_result_alloc = alloc_in_bytes;
-    pylon_zstd_import_decompress(data.view.buf, (size_t)data.view.len, (uint64_t)max_output, ret);
-    pylon_result_alloc = NULL;
-    pylon_bytes_arg_release(&data);
-    return outcome(ret);
+    return one_shot(import_decompress, args[0], (uint64_t)max_output);
 }
 
 /* set_errors(ZstdError, CorruptFrameError, OutputTooLargeError): the classes to raise. */
