@@ -1,13 +1,15 @@
-/* sqlite's guest binding: `_sqlite_binding.run_packed(handle, params,
- * max_rows)` and `run(...)`, a CPython extension module linked into pylon.wasm when it
- * embeds sqlite ([embedded.binding] in cap.toml; docs/embedded.md).
+/* sqlite's guest binding, `_sqlite_binding`: a CPython extension module
+ * linked into pylon.wasm when it embeds sqlite ([embedded.binding] in
+ * cap.toml; docs/embedded.md).
  *
  * pylon_guest.sqlite runs every statement through the statement resource's
  * run-packed method: one call binds, steps and returns the first rows. A
  * point select is dominated by fixed costs: componentize-py's generic
  * import path was ~1 us of the ~2 us call, and marshal's C API another
- * ~0.7 us. This makes the same import call from C, with its own codec for
- * the packed values (below). */
+ * ~0.7 us. This module makes that call from C (`run_packed`, `run`), and
+ * execute-many-packed's (`run_many`), with its own codec for the packed
+ * values; and it holds the DB-API objects' hot state and paths in C
+ * (ConnectionCore, StatementCore, CursorCore, RowCore, further below). */
 #include <string.h>
 
 #include "pylon_binding.h"
