@@ -436,7 +436,7 @@ typedef struct {
     PyObject *index;       /* column name -> position (see row_index) */
 } RowCore;
 
-static PyTypeObject *connection_type, *statement_type, *cursor_type, *row_type;
+static PyTypeObject *connection_type, *statement_type, *cursor_type;
 static PyObject *empty_tuple, *minus_one, *first_batch_obj;
 static PyObject *name_execute, *name_fetchone, *name_iternext, *name_failed, *name_lower;
 /* The first run's row count (set_first_batch); 0 until pylon_guest.sqlite
@@ -498,17 +498,18 @@ static int is_a(PyObject *obj, PyTypeObject *type) {
     return t == type || PyType_IsSubtype(t, type);
 }
 
-static int connection_traverse(PyObject *self, visitproc visit, void *arg) {
-    return traverse_fields(self, visit, arg, connection_fields);
-}
-static int connection_clear(PyObject *self) { return clear_fields(self, connection_fields); }
-static void connection_dealloc(PyObject *self) { dealloc_fields(self, connection_fields); }
+/* <type>_traverse, <type>_clear and <type>_dealloc over <type>_fields. */
+#define CORE_GC_SLOTS(type)                                                                 \
+    static int type##_traverse(PyObject *self, visitproc visit, void *arg) {                \
+        return traverse_fields(self, visit, arg, type##_fields);                            \
+    }                                                                                       \
+    static int type##_clear(PyObject *self) { return clear_fields(self, type##_fields); }   \
+    static void type##_dealloc(PyObject *self) { dealloc_fields(self, type##_fields); }
 
-static int statement_traverse(PyObject *self, visitproc visit, void *arg) {
-    return traverse_fields(self, visit, arg, statement_fields);
-}
-static int statement_clear(PyObject *self) { return clear_fields(self, statement_fields); }
-static void statement_dealloc(PyObject *self) { dealloc_fields(self, statement_fields); }
+CORE_GC_SLOTS(connection)
+CORE_GC_SLOTS(statement)
+CORE_GC_SLOTS(cursor)
+CORE_GC_SLOTS(row)
 
 static PyObject *statement_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     (void)args, (void)kwargs;
@@ -517,25 +518,25 @@ static PyObject *statement_new(PyTypeObject *type, PyObject *args, PyObject *kwa
     return (PyObject *)self;
 }
 
-static int cursor_traverse(PyObject *self, visitproc visit, void *arg) {
-    return traverse_fields(self, visit, arg, cursor_fields);
-}
-static int cursor_clear(PyObject *self) { return clear_fields(self, cursor_fields); }
-static void cursor_dealloc(PyObject *self) { dealloc_fields(self, cursor_fields); }
-
 static int is_none(PyObject *obj) { return obj == NULL || obj == Py_None; }
 
-/* A new cursor's state: as sqlite3's, no statement and no rows. */
+/* No results: a new cursor's state, and a cursor's after an execute that
+ * failed, as in sqlite3 (and Cursor._forget_results): no rows left to
+ * fetch, no description, rowcount -1. */
+static void forget_results(CursorCore *self) {
+    set_field(&self->rows, empty_tuple);
+    self->pos = 0;
+    set_field(&self->done, Py_True);
+    set_field(&self->description, Py_None);
+    set_field(&self->rowcount, minus_one);
+}
+
 static PyObject *cursor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     (void)args, (void)kwargs;
     CursorCore *self = (CursorCore *)PyType_GenericAlloc(type, 0);
-    if (self == NULL) return NULL;
-    set_field(&self->rowcount, minus_one);
-    set_field(&self->rows, empty_tuple);
-    set_field(&self->done, Py_True);
+    if (self != NULL) forget_results(self);
     return (PyObject *)self;
 }
-
 
 /* Cursor(connection): the connection, and its row factory at this moment. */
 static int cursor_init(PyObject *op, PyObject *args, PyObject *kwargs) {
@@ -578,17 +579,6 @@ static PyObject *reply_item(PyObject *out, Py_ssize_t i) {
         return NULL;
     }
     return PyTuple_GetItem(out, i);
-}
-
-/* After an execute that failed, as sqlite3 (and Cursor._forget_results):
- * no rows left to fetch from the statement before, no description,
- * rowcount -1. */
-static void forget_results(CursorCore *self) {
-    set_field(&self->rows, empty_tuple);
-    self->pos = 0;
-    set_field(&self->done, Py_True);
-    set_field(&self->description, Py_None);
-    set_field(&self->rowcount, minus_one);
 }
 
 /* The values of dict `params` for the statement's `keys`, as a tuple; NULL
@@ -733,12 +723,6 @@ static PyObject *cursor_iternext(PyObject *op) {
  * A row looked up by column name went through ~0.5 us of Python per lookup
  * (the built-in's: 0.12). RowCore keeps the tuple, the description and an
  * index of the column names; `row[name]` is a dict lookup in C. */
-
-static int row_traverse(PyObject *self, visitproc visit, void *arg) {
-    return traverse_fields(self, visit, arg, row_fields);
-}
-static int row_clear(PyObject *self) { return clear_fields(self, row_fields); }
-static void row_dealloc(PyObject *self) { dealloc_fields(self, row_fields); }
 
 /* The last description indexed and its index: a query's rows share one. */
 static PyObject *indexed_description, *description_index;
@@ -932,11 +916,15 @@ static PyObject *set_first_batch(PyObject *self, PyObject *const *args, Py_ssize
     return Py_None;
 }
 
+/* Adds the type made from `spec` to the module; keeps a reference to it in
+ * `*out` (never dropped: the module keeps the type too) unless `out` is NULL. */
 static int add_type(PyObject *module, const char *name, PyType_Spec *spec, PyTypeObject **out) {
     PyObject *type = PyType_FromSpec(spec);
     if (type == NULL) return -1;
-    *out = (PyTypeObject *)type; /* the module's reference keeps it; this one is never dropped */
-    return PyModule_AddObjectRef(module, name, type);
+    int rc = PyModule_AddObjectRef(module, name, type);
+    if (out != NULL) *out = (PyTypeObject *)type;
+    else Py_DecRef(type);
+    return rc;
 }
 
 static int setup(PyObject *module) {
@@ -950,7 +938,7 @@ static int setup(PyObject *module) {
     if (add_type(module, "ConnectionCore", &connection_spec, &connection_type) < 0 ||
         add_type(module, "StatementCore", &statement_spec, &statement_type) < 0 ||
         add_type(module, "CursorCore", &cursor_spec, &cursor_type) < 0 ||
-        add_type(module, "RowCore", &row_spec, &row_type) < 0)
+        add_type(module, "RowCore", &row_spec, NULL) < 0)
         return -1;
     return 0;
 }
